@@ -1,0 +1,78 @@
+"""Typed, frozen view of a validated config. Nothing mutates it; a reload builds a new one.
+
+Every value here is already resolved: macros expanded, ports allocated, defaults applied,
+`ttl: -1` replaced by `globalTTL`, `unloadTimeout: 0` replaced by the global value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONCURRENCY_LIMIT = 10
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filters:
+    """Request-body rewrites applied to JSON bodies before they go upstream."""
+
+    strip_params: tuple[str, ...] = ()
+    set_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    id: str
+    cmd: str
+    """The command after comment removal, line joining and macro expansion (for display)."""
+    argv: tuple[str, ...]
+    """`cmd` split with POSIX shlex rules; executed directly, never through a shell."""
+    stop_argv: tuple[str, ...] | None = None
+    """`cmdStop` split; may still contain `${PID}`, replaced at stop time."""
+    proxy: str
+    """Base URL requests are forwarded to, without a trailing slash."""
+    port: int | None = None
+    """The `${PORT}` allocated to this model, if its `cmd` uses it."""
+    check_endpoint: str | None = "/health"
+    """Path polled until it answers 200; None when `checkEndpoint: none`."""
+    aliases: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    ttl_s: float = 0.0
+    """Idle time before the model is unloaded; 0 means never."""
+    unload_timeout_s: float = 10.0
+    unlisted: bool = False
+    use_model_name: str | None = None
+    name: str = ""
+    description: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    concurrency_limit: int = DEFAULT_CONCURRENCY_LIMIT
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    models: Mapping[str, ModelSpec]
+    health_check_timeout_s: float = 120.0
+    log_level: str = "info"
+    start_port: int = 5800
+    global_ttl_s: float = 0.0
+    unload_timeout_s: float = 10.0
+    api_keys: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
+    """Model ids (aliases already resolved) loaded one after another at startup."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    source: Path | None = None
+    warnings: tuple[str, ...] = ()
+    """Non-fatal findings, e.g. llama-swap keys swapd accepts but does not implement yet."""
+
+    def resolve(self, name: str) -> str | None:
+        """Model id for a model id or alias; None when nothing is called `name`."""
+        if name in self.models:
+            return name
+        for model in self.models.values():
+            if name in model.aliases:
+                return model.id
+        return None
