@@ -1,0 +1,101 @@
+"""Listings and operations: /health, /v1/models, /running, /unload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from swapd.config.model import ModelSpec
+from swapd.core.state import ModelSnapshot, ModelState
+from swapd.web.context import CONTEXT
+
+_NOT_LOADED = frozenset({ModelState.STOPPED, ModelState.FAILED})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/health", health)
+    router.add_get("/v1/models", list_models)
+    router.add_get("/models", list_models)
+    router.add_get("/running", running)
+    router.add_get("/unload", unload_all_text)
+    router.add_post("/unload", unload_all_text)
+    router.add_post("/api/models/unload", unload_all_json)
+    router.add_post("/api/models/unload/{model:.+}", unload_one)
+    router.add_post("/models/unload/{model:.+}", unload_one)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+def _model_record(spec: ModelSpec, snap: ModelSnapshot | None, created: int) -> dict[str, Any]:
+    state = snap.state if snap is not None else ModelState.STOPPED
+    record: dict[str, Any] = {
+        "id": spec.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "swapd",
+    }
+    if spec.name:
+        record["name"] = spec.name
+    if spec.description:
+        record["description"] = spec.description
+    record["status"] = {"value": "unloaded" if state in _NOT_LOADED else "loaded"}
+    swapd_meta = {**spec.metadata, "state": state.value, "aliases": list(spec.aliases)}
+    record["meta"] = {"swapd": swapd_meta}
+    return record
+
+
+async def list_models(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    snapshots = ctx.router.snapshot()
+    data = [
+        _model_record(spec, snapshots.get(model_id), ctx.created)
+        for model_id, spec in sorted(ctx.config.models.items())
+        if not spec.unlisted
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+def _seconds(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
+
+
+async def running(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    snapshots = ctx.router.snapshot()
+    entries = []
+    for model_id, spec in sorted(ctx.config.models.items()):
+        snap = snapshots.get(model_id)
+        if snap is None or snap.state == ModelState.STOPPED:
+            continue
+        entries.append(
+            {
+                "model": model_id,
+                "state": snap.state.value,
+                "cmd": spec.cmd,
+                "proxy": spec.proxy,
+                "ttl": _seconds(spec.ttl_s),
+                "name": spec.name,
+                "description": spec.description,
+            }
+        )
+    return web.json_response({"running": entries})
+
+
+async def unload_all_text(request: web.Request) -> web.Response:
+    await request.app[CONTEXT].router.unload(None)
+    return web.Response(text="OK")
+
+
+async def unload_all_json(request: web.Request) -> web.Response:
+    await request.app[CONTEXT].router.unload(None)
+    return web.json_response({"msg": "ok"})
+
+
+async def unload_one(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    model_id = ctx.catalog.require(request.match_info["model"])
+    await ctx.router.unload((model_id,))
+    return web.json_response({"msg": "ok", "model": model_id})

@@ -1,0 +1,40 @@
+"""What the handlers share, stored on the application under typed keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import ClientSession, web
+
+from swapd.config.model import Config
+from swapd.web.openai import Catalog
+from swapd.web.ports import RouterPort
+
+
+@dataclass(slots=True)
+class WebContext:
+    router: RouterPort
+    created: int
+    """Unix time the app was built; the `created` of every /v1/models record."""
+    config: Config
+    catalog: Catalog
+    api_keys: tuple[bytes, ...]
+
+    @classmethod
+    def build(cls, config: Config, router: RouterPort, created: int) -> WebContext:
+        return cls(router, created, config, Catalog(config), cls._keys(config))
+
+    def use_config(self, config: Config) -> None:
+        """Serve by a reloaded config. The body size limit stays the one the app was built with."""
+        self.config = config
+        self.catalog = Catalog(config)
+        self.api_keys = self._keys(config)
+
+    @staticmethod
+    def _keys(config: Config) -> tuple[bytes, ...]:
+        return tuple(key.encode() for key in config.api_keys)
+
+
+CONTEXT = web.AppKey("swapd.web.context", WebContext)
+SESSION = web.AppKey("swapd.web.session", ClientSession)
+"""The one client session for all upstream traffic (created and closed by a cleanup_ctx)."""
