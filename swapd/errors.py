@@ -1,11 +1,11 @@
 """Errors swapd raises on purpose.
 
-    SwapdError
-    ├── ConfigError            invalid configuration; carries every problem found
-    ├── ProcessStartError      a model's child failed to become ready
-    └── SwapdHttpError         anything answered to an HTTP client; knows its status and body
-        ├── BadRequest (400), Unauthorized (401), ModelNotFound (404), PayloadTooLarge (413)
-        ├── ConcurrencyLimited (429), UpstreamError (502), ModelUnavailable (503)
+SwapdError
+├── ConfigError            invalid configuration; carries every problem found
+├── ProcessStartError      a model's child failed to become ready
+└── SwapdHttpError         anything answered to an HTTP client; knows its status and body
+    ├── BadRequest (400), Unauthorized (401), ModelNotFound (404), PayloadTooLarge (413)
+    ├── ConcurrencyLimited (429), UpstreamError (502), ModelUnavailable (503)
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ class SwapdHttpError(SwapdError):
 
     def body(self) -> dict[str, Any]:
         error_type = _ERROR_TYPES.get(self.status, "server_error")
-        return {"error": {"message": str(self), "type": error_type, "code": self.code, "param": None}}
+        return {
+            "error": {"message": str(self), "type": error_type, "code": self.code, "param": None}
+        }
 
 
 class BadRequest(SwapdHttpError):

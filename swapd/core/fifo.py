@@ -82,7 +82,9 @@ class FifoScheduler:
     def on_request(self, ev: RequestArrived) -> None:
         m = self._models.get(ev.model)
         if self._shutting_down:
-            self._fx.reject(ev.req_id, Rejection(RejectKind.SHUTTING_DOWN, "swapd is shutting down"))
+            self._fx.reject(
+                ev.req_id, Rejection(RejectKind.SHUTTING_DOWN, "swapd is shutting down")
+            )
             return
         if m is None:
             msg = f"model '{ev.model}' is not configured"

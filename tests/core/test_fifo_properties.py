@@ -79,7 +79,9 @@ class Sim:
             model = self.pending_swaps.pop(int(str(arg)) % len(self.pending_swaps))
             self.generation += 1
             err = "boom" if kind == "swap_fail" else None
-            self.s.on_swap_finished(SwapFinished(model=model, generation=self.generation, error=err))
+            self.s.on_swap_finished(
+                SwapFinished(model=model, generation=self.generation, error=err)
+            )
         elif kind == "stop_done" and self.pending_stops:
             models, ticket = self.pending_stops.pop(int(str(arg)) % len(self.pending_stops))
             self.s.on_stop_finished(StopFinished(models=models, ticket=ticket))

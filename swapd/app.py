@@ -1,0 +1,70 @@
+"""Composition root: config -> router -> web app -> listening socket, and the shutdown order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from swapd.config.model import Config
+from swapd.router.loop import Router
+from swapd.web.server import make_app
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
+"""How long in-flight responses may run on after a shutdown signal before they are cut."""
+
+
+async def serve(
+    config: Config,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event,
+    on_listening: Callable[[str, int], None] | None = None,
+) -> None:
+    """Run swapd until `stop` is set, then shut down in order.
+
+    Order: stop accepting connections; fail requests still waiting for a model; let in-flight
+    responses finish (bounded by SHUTDOWN_GRACE_S); stop every child. Stopping children last
+    matters because llama-server ignores SIGTERM while it is serving a request.
+    """
+    router = Router(config)
+    runner = web.AppRunner(
+        make_app(config, router),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE_S,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        bound_port = _bound_port(runner, port)
+        log.info("listening on http://%s:%d models=%d", host, bound_port, len(config.models))
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on a non-loopback address host=%s: set apiKeys", host)
+        if on_listening is not None:
+            on_listening(host, bound_port)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(router.run(), name="router")
+            if config.preload:
+                tg.create_task(router.preload(config.preload), name="preload")
+            await stop.wait()
+            log.info("shutting down")
+            await site.stop()
+            await router.stop_routing()
+    finally:
+        await runner.cleanup()
+        await router.close()
+        log.info("stopped")
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return requested

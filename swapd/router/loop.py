@@ -1,0 +1,298 @@
+"""Router: the single owner task of all routing state.
+
+Handlers never touch the scheduler: they post events to the inbox and await a future. The owner
+task dispatches each event to the synchronous scheduler, whose effects come back here and turn
+into named swap/stop tasks whose results return as events. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol, assert_never
+
+from swapd.config.model import Config, ModelSpec
+from swapd.core.events import (
+    Event,
+    ProcessExited,
+    RequestArrived,
+    RequestReleased,
+    ShutdownRequested,
+    StopFinished,
+    SwapFinished,
+    Tick,
+    UnloadRequested,
+)
+from swapd.core.fifo import FifoScheduler
+from swapd.core.plan import OneModelPlanner
+from swapd.core.scheduler import Scheduler
+from swapd.core.state import (
+    Lease,
+    ModelRules,
+    ModelSnapshot,
+    ModelState,
+    Rejection,
+    RejectKind,
+)
+from swapd.errors import (
+    ConcurrencyLimited,
+    ModelNotFound,
+    ModelUnavailable,
+    ProcessStartError,
+    SwapdHttpError,
+)
+from swapd.process.supervisor import ModelProcess
+
+log = logging.getLogger(__name__)
+
+_REJECTIONS: Mapping[RejectKind, type[SwapdHttpError]] = {
+    RejectKind.UNKNOWN_MODEL: ModelNotFound,
+    RejectKind.OVER_LIMIT: ConcurrencyLimited,
+    RejectKind.START_FAILED: ModelUnavailable,
+    RejectKind.UNLOADED: ModelUnavailable,
+    RejectKind.SHUTTING_DOWN: ModelUnavailable,
+}
+
+
+class ModelProcessLike(Protocol):
+    """What the router needs from a model's process (swapd.process.supervisor.ModelProcess)."""
+
+    @property
+    def state(self) -> ModelState: ...
+
+    async def start(self) -> int: ...
+
+    async def stop(self, timeout_s: float | None = None) -> None: ...
+
+    def output(self, lines: int | None = None) -> list[str]: ...
+
+    async def close(self) -> None: ...
+
+
+ProcessFactory = Callable[[ModelSpec, float, Callable[[int, str], None]], ModelProcessLike]
+
+
+def _default_process_factory(
+    spec: ModelSpec, start_timeout_s: float, on_exit: Callable[[int, str], None]
+) -> ModelProcessLike:
+    return ModelProcess(spec, start_timeout_s=start_timeout_s, on_unexpected_exit=on_exit)
+
+
+class Router:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        process_factory: ProcessFactory = _default_process_factory,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._now = now
+        self._inbox: asyncio.Queue[Event] = asyncio.Queue()
+        self._procs: dict[str, ModelProcessLike] = {
+            mid: process_factory(spec, config.health_check_timeout_s, self._exit_reporter(mid))
+            for mid, spec in config.models.items()
+        }
+        rules = {
+            mid: ModelRules(concurrency_limit=spec.concurrency_limit, ttl_s=spec.ttl_s)
+            for mid, spec in config.models.items()
+        }
+        self._sched: Scheduler = FifoScheduler(self, OneModelPlanner(), rules, now=now)
+        self._snapshot: Mapping[str, ModelSnapshot] = self._sched.snapshot()
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, asyncio.Future[Lease]] = {}
+        self._unloads: dict[int, asyncio.Future[None]] = {}
+        self._swap_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    # -- the owner task -------------------------------------------------------------------
+
+    def post(self, ev: Event) -> None:
+        self._inbox.put_nowait(ev)
+
+    async def run(self) -> None:
+        """Consume the inbox until ShutdownRequested. The only place routing state changes."""
+        try:
+            while True:
+                ev = await self._next_event()
+                self._dispatch(ev)
+                self._snapshot = self._sched.snapshot()
+                # Wake everyone waiting on the old event; later waiters get a fresh one.
+                self._changed.set()
+                self._changed = asyncio.Event()
+                if isinstance(ev, ShutdownRequested):
+                    return
+        finally:
+            self._stopped.set()
+
+    async def _next_event(self) -> Event:
+        deadline = self._sched.next_deadline()
+        if deadline is None:
+            return await self._inbox.get()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._now())):
+                return await self._inbox.get()
+        except TimeoutError:
+            return Tick()
+
+    def _dispatch(self, ev: Event) -> None:
+        match ev:
+            case RequestArrived():
+                self._sched.on_request(ev)
+            case RequestReleased():
+                self._sched.on_release(ev)
+            case SwapFinished():
+                self._sched.on_swap_finished(ev)
+            case ProcessExited():
+                log.warning("model exited unexpectedly model=%s detail=%s", ev.model, ev.detail)
+                self._sched.on_process_exited(ev)
+            case UnloadRequested():
+                self._sched.on_unload(ev)
+            case StopFinished():
+                self._sched.on_stop_finished(ev)
+            case Tick():
+                self._sched.on_tick()
+            case ShutdownRequested():
+                self._sched.on_shutdown()
+            case _:
+                assert_never(ev)
+
+    # -- RouterPort: what HTTP handlers call ----------------------------------------------
+
+    async def acquire(self, model: str) -> Lease:
+        req_id = next(self._ids)
+        fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._waiters[req_id] = fut
+        self.post(RequestArrived(req_id=req_id, model=model))
+        try:
+            return await fut
+        except BaseException:
+            # Cancelled (client left), or rejected. If a grant raced with the cancellation the
+            # scheduler counted it in flight; the release below is what returns it.
+            self._waiters.pop(req_id, None)
+            self.post(RequestReleased(req_id=req_id))
+            raise
+
+    def release(self, lease: Lease) -> None:
+        self.post(RequestReleased(req_id=lease.req_id))
+
+    async def unload(self, models: tuple[str, ...] | None) -> None:
+        ticket = next(self._ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unloads[ticket] = fut
+        self.post(UnloadRequested(models=models, ticket=ticket))
+        try:
+            await fut
+        finally:
+            self._unloads.pop(ticket, None)
+
+    def snapshot(self) -> Mapping[str, ModelSnapshot]:
+        return self._snapshot
+
+    async def wait_snapshot(self, predicate: Callable[[Mapping[str, ModelSnapshot]], bool]) -> None:
+        """Return once `predicate(snapshot)` holds; re-checked after every routing event."""
+        while not predicate(self._snapshot):
+            await self._changed.wait()
+
+    def recent_output(self, model: str, lines: int = 20) -> list[str]:
+        proc = self._procs.get(model)
+        return proc.output(lines) if proc is not None else []
+
+    async def preload(self, models: tuple[str, ...]) -> None:
+        """Load models one after another, as `hooks.on_startup.preload` asks."""
+        for model in models:
+            try:
+                lease = await self.acquire(model)
+            except SwapdHttpError as exc:
+                log.warning("preload failed model=%s error=%s", model, exc)
+                continue
+            self.release(lease)
+            log.info("preloaded model=%s", model)
+
+    async def stop_routing(self) -> None:
+        """Fail every waiting request, refuse new ones, and end the owner task."""
+        self.post(ShutdownRequested())
+        await self._stopped.wait()
+
+    async def close(self) -> None:
+        """Cancel swaps in progress and stop every child (each stop is bounded)."""
+        for task in list(self._swap_tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(proc.close() for proc in self._procs.values()))
+
+    async def shutdown(self) -> None:
+        await self.stop_routing()
+        await self.close()
+
+    # -- Effects: what the scheduler asks for ---------------------------------------------
+
+    def start_swap(self, model: str, evict: tuple[str, ...]) -> None:
+        log.info("swap start model=%s evict=%s", model, ",".join(evict) or "-")
+        task = self._spawn(self._swap(model, evict), name=f"swap:{model}")
+        self._swap_tasks[model] = task
+
+    def stop_models(self, models: tuple[str, ...], ticket: int | None) -> None:
+        log.info("stop models=%s reason=%s", ",".join(models), "unload" if ticket else "ttl")
+        self._spawn(self._stop(models, ticket), name=f"stop:{','.join(models)}")
+
+    def grant(self, req_id: int, model: str) -> bool:
+        fut = self._waiters.pop(req_id, None)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(Lease(req_id=req_id, model=model, upstream=self._config.models[model].proxy))
+        return True
+
+    def reject(self, req_id: int, rejection: Rejection) -> None:
+        fut = self._waiters.pop(req_id, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(_REJECTIONS[rejection.kind](rejection.message))
+
+    def unload_done(self, ticket: int) -> None:
+        fut = self._unloads.get(ticket)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _swap(self, model: str, evict: tuple[str, ...]) -> None:
+        started = self._now()
+        try:
+            await asyncio.gather(*(self._procs[m].stop() for m in evict))
+            generation = await self._procs[model].start()
+        except ProcessStartError as exc:
+            log.warning("swap failed model=%s error=%s", model, str(exc).splitlines()[0])
+            self.post(SwapFinished(model=model, error=str(exc)))
+        else:
+            took_ms = (self._now() - started) * 1000
+            log.info("swap done model=%s generation=%d took_ms=%.1f", model, generation, took_ms)
+            self.post(SwapFinished(model=model, generation=generation))
+        finally:
+            if self._swap_tasks.get(model) is asyncio.current_task():
+                del self._swap_tasks[model]
+
+    async def _stop(self, models: tuple[str, ...], ticket: int | None) -> None:
+        # A swap still starting one of these models must not bring it back after the stop.
+        swaps = [t for m in models if (t := self._swap_tasks.get(m)) is not None]
+        for task in swaps:
+            task.cancel()
+        await asyncio.gather(*swaps, return_exceptions=True)
+        await asyncio.gather(*(self._procs[m].stop() for m in models))
+        self.post(StopFinished(models=models, ticket=ticket))
+
+    def _exit_reporter(self, model: str) -> Callable[[int, str], None]:
+        def report(generation: int, detail: str) -> None:
+            self.post(ProcessExited(model=model, generation=generation, detail=detail))
+
+        return report
