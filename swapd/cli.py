@@ -14,6 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
+import uvloop
+
 from swapd import __version__
 from swapd.app import serve
 from swapd.config.load import load_config
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _configure_logging(args.log_level or config.log_level)
     try:
-        asyncio.run(_run(config, host, port))
+        uvloop.run(_run(config, host, port))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from swapd.process.kill import kill_group
 from swapd.process.output import LineSplitter
@@ -121,9 +122,9 @@ class Child(asyncio.SubprocessProtocol):
         return self._transport.get_returncode() if self._transport is not None else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._transport = transport
-        self.pid = transport.get_pid()
+        # uvloop's transport implements the interface without subclassing it.
+        self._transport = cast(asyncio.SubprocessTransport, transport)
+        self.pid = self._transport.get_pid()
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         if isinstance(data, str):

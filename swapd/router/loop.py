@@ -101,7 +101,11 @@ class Router:
             for mid, spec in config.models.items()
         }
         self._sched: Scheduler = FifoScheduler(self, OneModelPlanner(), rules, now=now)
-        self._snapshot: Mapping[str, ModelSnapshot] = self._sched.snapshot()
+        self._snapshot: Mapping[str, ModelSnapshot] | None = None
+        self._handling = False
+        self._owner_waiting = False
+        self._owner_deadline: float | None = None
+        self._changed_waiters = 0
         self._ids = itertools.count(1)
         self._waiters: dict[int, asyncio.Future[Lease]] = {}
         self._unloads: dict[int, asyncio.Future[None]] = {}
@@ -113,32 +117,63 @@ class Router:
     # -- the owner task -------------------------------------------------------------------
 
     def post(self, ev: Event) -> None:
-        self._inbox.put_nowait(ev)
+        """Hand an event to the owner.
+
+        When nothing is queued and no event is being handled, the event is handled right here,
+        in the caller's step: that is exactly the order the owner task would have used, and it
+        saves a request two trips through the event loop (grant and release). Anything else
+        (an event posted while one is handled, shutdown, a backlog) goes through the inbox.
+        """
+        idle_owner = self._owner_waiting or self._stopped.is_set()
+        queue = self._handling or not idle_owner or not self._inbox.empty()
+        if queue or isinstance(ev, ShutdownRequested):
+            self._inbox.put_nowait(ev)
+            return
+        self._handle(ev)
+        deadline = self._sched.next_deadline()
+        if deadline is not None and (
+            self._owner_deadline is None or deadline < self._owner_deadline
+        ):
+            self._inbox.put_nowait(Tick())  # the owner must re-arm its timer for the new deadline
 
     async def run(self) -> None:
-        """Consume the inbox until ShutdownRequested. The only place routing state changes."""
+        """Consume the inbox until ShutdownRequested. Routing state changes only in _handle."""
         try:
             while True:
                 ev = await self._next_event()
-                self._dispatch(ev)
-                self._snapshot = self._sched.snapshot()
-                # Wake everyone waiting on the old event; later waiters get a fresh one.
-                self._changed.set()
-                self._changed = asyncio.Event()
+                self._handle(ev)
                 if isinstance(ev, ShutdownRequested):
                     return
         finally:
+            self._owner_waiting = False
             self._stopped.set()
 
-    async def _next_event(self) -> Event:
-        deadline = self._sched.next_deadline()
-        if deadline is None:
-            return await self._inbox.get()
+    def _handle(self, ev: Event) -> None:
+        self._handling = True
         try:
-            async with asyncio.timeout(max(0.0, deadline - self._now())):
+            self._dispatch(ev)
+        finally:
+            self._handling = False
+        self._snapshot = None
+        if self._changed_waiters:
+            # Wake everyone waiting on the old event; later waiters get a fresh one.
+            self._changed.set()
+            self._changed = asyncio.Event()
+            self._changed_waiters = 0
+
+    async def _next_event(self) -> Event:
+        deadline = self._owner_deadline = self._sched.next_deadline()
+        self._owner_waiting = True
+        try:
+            if deadline is None:
                 return await self._inbox.get()
-        except TimeoutError:
-            return Tick()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - self._now())):
+                    return await self._inbox.get()
+            except TimeoutError:
+                return Tick()
+        finally:
+            self._owner_waiting = False
 
     def _dispatch(self, ev: Event) -> None:
         match ev:
@@ -192,11 +227,14 @@ class Router:
             self._unloads.pop(ticket, None)
 
     def snapshot(self) -> Mapping[str, ModelSnapshot]:
+        if self._snapshot is None:
+            self._snapshot = self._sched.snapshot()
         return self._snapshot
 
     async def wait_snapshot(self, predicate: Callable[[Mapping[str, ModelSnapshot]], bool]) -> None:
         """Return once `predicate(snapshot)` holds; re-checked after every routing event."""
-        while not predicate(self._snapshot):
+        while not predicate(self.snapshot()):
+            self._changed_waiters += 1
             await self._changed.wait()
 
     def recent_output(self, model: str, lines: int = 20) -> list[str]:
@@ -274,6 +312,10 @@ class Router:
         except ProcessStartError as exc:
             log.warning("swap failed model=%s error=%s", model, str(exc).splitlines()[0])
             self.post(SwapFinished(model=model, error=str(exc)))
+        except Exception as exc:
+            # A bug must still answer the waiting requests, never leave them hanging.
+            log.exception("swap crashed model=%s", model)
+            self.post(SwapFinished(model=model, error=f"model {model!r} failed to start: {exc!r}"))
         else:
             took_ms = (self._now() - started) * 1000
             log.info("swap done model=%s generation=%d took_ms=%.1f", model, generation, took_ms)
@@ -288,7 +330,12 @@ class Router:
         for task in swaps:
             task.cancel()
         await asyncio.gather(*swaps, return_exceptions=True)
-        await asyncio.gather(*(self._procs[m].stop() for m in models))
+        results = await asyncio.gather(
+            *(self._procs[m].stop() for m in models), return_exceptions=True
+        )
+        for model, result in zip(models, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("stop crashed model=%s", model, exc_info=result)
         self.post(StopFinished(models=models, ticket=ticket))
 
     def _exit_reporter(self, model: str) -> Callable[[int, str], None]:

@@ -12,11 +12,20 @@ from typing import Protocol
 
 import psutil
 import pytest
+import uvloop
 
 from swapd.config.model import ModelSpec
 from swapd.process.supervisor import ModelProcess
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_upstream.py"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The daemon runs on uvloop and embedders may use asyncio's loop: supervision must hold on
+    both (their subprocess transports differ in type and in callback order)."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 def free_port() -> int:

@@ -24,6 +24,8 @@ class FakeProcess:
     gate: asyncio.Event | None = None
     """When set, start() blocks until the test sets it."""
     fail_with: str | None = None
+    crash_with: Exception | None = None
+    """Raised by start() or stop(): a bug, not a ProcessStartError."""
     starts: int = 0
     stops: int = 0
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -47,10 +49,16 @@ class FakeProcess:
         if self.fail_with:
             self._state = ModelState.STOPPED
             raise ProcessStartError(self.fail_with)
+        if self.crash_with is not None:
+            self._state = ModelState.STOPPED
+            raise self.crash_with
         self._state = ModelState.READY
         return self.starts
 
     async def stop(self, timeout_s: float | None = None) -> None:
+        if self.crash_with is not None and self._state != ModelState.STOPPED:
+            self._state = ModelState.STOPPED
+            raise self.crash_with
         if self._state != ModelState.STOPPED:
             self.stops += 1
             self.stopped.set()
@@ -153,6 +161,27 @@ async def test_router_start_failure_is_503_with_reason(
     router.release(await router.acquire("a"))
 
 
+async def test_router_bug_in_start_still_answers_the_request(
+    world: tuple[Router, dict[str, FakeProcess], Clock],
+) -> None:
+    router, procs, _ = world
+    procs["a"].crash_with = RuntimeError("boom")
+    with pytest.raises(ModelUnavailable, match="boom"):
+        await router.acquire("a")
+    procs["a"].crash_with = None
+    router.release(await router.acquire("a"))
+
+
+async def test_router_bug_in_stop_still_finishes_the_unload(
+    world: tuple[Router, dict[str, FakeProcess], Clock],
+) -> None:
+    router, procs, _ = world
+    router.release(await router.acquire("a"))
+    procs["a"].crash_with = RuntimeError("boom")
+    await router.unload(("a",))
+    assert router.snapshot()["a"].state == ModelState.STOPPED
+
+
 async def test_router_cancelled_waiter_does_not_strand_in_flight(
     world: tuple[Router, dict[str, FakeProcess], Clock],
 ) -> None:
@@ -237,3 +266,33 @@ async def test_router_shutdown_rejects_waiters() -> None:
     assert error is not None
     assert "shutting down" in str(error)
     assert procs["a"].state == ModelState.STOPPED
+
+
+async def test_router_rearms_its_timer_for_a_deadline_set_by_an_inline_release() -> None:
+    # The release is handled in the handler's step while the owner sleeps with no deadline;
+    # the TTL it starts must still fire (real clock, 20 ms TTL, bounded wait).
+    procs: dict[str, FakeProcess] = {}
+
+    def factory(
+        spec: ModelSpec, timeout: float, on_exit: Callable[[int, str], None]
+    ) -> FakeProcess:
+        procs[spec.id] = FakeProcess(spec=spec, on_exit=on_exit)
+        return procs[spec.id]
+
+    router = Router(Config(models={"t": _spec("t", ttl_s=0.02)}), process_factory=factory)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(router.run())
+        router.release(await router.acquire("t"))
+        async with asyncio.timeout(10):
+            await procs["t"].stopped.wait()
+        await router.shutdown()
+
+
+async def test_router_after_shutdown_refuses_at_once(
+    world: tuple[Router, dict[str, FakeProcess], Clock],
+) -> None:
+    router, _, _ = world
+    await router.stop_routing()
+    async with asyncio.timeout(10):
+        with pytest.raises(ModelUnavailable, match="shutting down"):
+            await router.acquire("a")
