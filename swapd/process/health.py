@@ -33,8 +33,15 @@ class Readiness:
     """What the most recent poll saw, for error messages."""
 
 
-async def wait_ready(url: str, progress: Readiness | None = None) -> Readiness:
-    """Return once GET `url` answers 200. Never gives up: the caller bounds it."""
+async def wait_ready(
+    url: str, progress: Readiness | None = None, nudge: asyncio.Event | None = None
+) -> Readiness:
+    """Return once GET `url` answers 200. Never gives up: the caller bounds it.
+
+    Setting `nudge` makes the next poll go out at once instead of after the backoff delay: the
+    supervisor sets it whenever the child prints, because servers log the moment they start
+    listening or finish loading, so readiness is seen within a poll's time of it happening.
+    """
     progress = progress if progress is not None else Readiness()
     delay = FIRST_DELAY_S
     parts = urlsplit(url)
@@ -51,15 +58,30 @@ async def wait_ready(url: str, progress: Readiness | None = None) -> Readiness:
             progress.last = f"HTTP {status}" if isinstance(status, int) else status
             if status == 200:
                 return progress
-            await asyncio.sleep(delay)
+            await _pause(delay, nudge)
             delay = min(delay * BACKOFF, MAX_DELAY_S)
     finally:
         if session is not None:
             await session.close()
 
 
+async def _pause(delay: float, nudge: asyncio.Event | None) -> None:
+    if nudge is None:
+        await asyncio.sleep(delay)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await nudge.wait()
+    nudge.clear()
+
+
 async def ready_unless_exited(
-    url: str | None, exited: asyncio.Future[int], progress: Readiness, *, name: str
+    url: str | None,
+    exited: asyncio.Future[int],
+    progress: Readiness,
+    *,
+    name: str,
+    nudge: asyncio.Event | None = None,
 ) -> bool:
     """Poll `url` until ready (True) or until the process has exited (False), whichever is first.
 
@@ -67,7 +89,9 @@ async def ready_unless_exited(
     """
     if url is None:
         return True
-    poll = asyncio.get_running_loop().create_task(wait_ready(url, progress), name=f"health:{name}")
+    poll = asyncio.get_running_loop().create_task(
+        wait_ready(url, progress, nudge), name=f"health:{name}"
+    )
     try:
         either: set[asyncio.Future[Any]] = {poll, exited}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)

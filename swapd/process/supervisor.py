@@ -48,6 +48,7 @@ class ModelProcess:
         self._start_timeout_s = start_timeout_s
         self._on_unexpected_exit = on_unexpected_exit
         self._ring = OutputRing(spec.id, output_lines)
+        self._output_seen = asyncio.Event()
         self._state = ModelState.STOPPED
         self._generation = 0
         self._child: Child | None = None
@@ -73,6 +74,10 @@ class ModelProcess:
     @property
     def pid(self) -> int | None:
         return self._child.pid if self._child is not None else None
+
+    def _starting_line(self, line: str) -> None:
+        self._ring.add(line)
+        self._output_seen.set()
 
     def output(self, lines: int | None = None) -> list[str]:
         return self._ring.tail(lines)
@@ -146,7 +151,7 @@ class ModelProcess:
         self._state = ModelState.STARTING
         try:
             child = await Child.spawn(
-                spec.argv, env={**os.environ, **spec.env}, on_line=self._ring.add
+                spec.argv, env={**os.environ, **spec.env}, on_line=self._starting_line
             )
         except (OSError, subprocess.SubprocessError) as exc:
             self._settle_stopped(None)
@@ -168,7 +173,9 @@ class ModelProcess:
         url = self._health_url() if spec.check_endpoint is not None else None
         try:
             async with asyncio.timeout(self._start_timeout_s):
-                ready = await ready_unless_exited(url, child.finished, progress, name=spec.id)
+                ready = await ready_unless_exited(
+                    url, child.finished, progress, name=spec.id, nudge=self._output_seen
+                )
         except TimeoutError:
             log.warning(
                 _FAILED + "reason=timeout timeout_s=%g polls=%d last=%r",

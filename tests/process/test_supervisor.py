@@ -49,6 +49,18 @@ async def test_start_becomes_ready_serves_and_stop_ends_the_child(
     await mp.stop()  # idempotent
 
 
+async def test_child_output_triggers_the_next_readiness_poll(
+    make_process: MakeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the backoff stretched to a minute, only the child's "listening on" line can make the
+    # poll that sees it ready happen before the 10 s start timeout.
+    monkeypatch.setattr("swapd.process.health.FIRST_DELAY_S", 60.0)
+    monkeypatch.setattr("swapd.process.health.MAX_DELAY_S", 60.0)
+    mp = make_process(fake_spec("--start-delay", "0.2"), start_timeout_s=10.0)
+    assert await mp.start() == 1
+    assert mp.state is ModelState.READY
+
+
 async def test_concurrent_starts_share_one_spawn(
     make_process: MakeProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
