@@ -118,6 +118,8 @@ def _proxy(
     explicit = "proxy" in body
     default = DEFAULT_PROXY if port is None else DEFAULT_PROXY.replace("${PORT}", str(port))
     proxy = get_str(report, body, path, "proxy", default=default)
+    if explicit and not isinstance(body["proxy"], str):
+        return proxy  # the wrong type is reported; checking the default in its place misleads
     if "${PORT}" in proxy:
         if explicit:
             report.problem(where, "proxy uses ${PORT}, but cmd does not")

@@ -120,6 +120,11 @@ def test_proxy_is_stored_without_trailing_slash_and_must_be_http() -> None:
     ]
 
 
+def test_proxy_of_the_wrong_type_is_one_problem() -> None:
+    found = problems("models:\n  a:\n    cmd: server\n    proxy: 12\n")
+    assert found == ["models.a.proxy (line 4): expected a string, got an integer (12)"]
+
+
 def test_ttl_and_unload_timeout_fall_back_to_globals() -> None:
     config = load(
         """
