@@ -66,11 +66,13 @@ class FifoScheduler:
         *,
         now: Callable[[], float],
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        priority: Mapping[str, int] | None = None,
     ) -> None:
         self._fx = effects
         self._planner = planner
         self._now = now
         self._max_wait_s = max_wait_s
+        self._priority = dict(priority or {})
         self._models = {name: _Model(rules=r) for name, r in rules.items()}
         self._queue: list[_Waiting] = []
         self._swaps: dict[str, _Swap] = {}
@@ -117,11 +119,13 @@ class FifoScheduler:
                 del self._queue[i]
                 self._models[w.model].reserved -= 1
                 return
-        for swap in self._swaps.values():
+        for target, swap in self._swaps.items():
             for i, w in enumerate(swap.waiters):
                 if w.req_id == ev.req_id:
                     del swap.waiters[i]
                     self._models[w.model].reserved -= 1
+                    if not swap.waiters:
+                        self._abandon_swap(target, swap)
                     return
 
     def on_swap_finished(self, ev: SwapFinished) -> None:
@@ -267,11 +271,32 @@ class FifoScheduler:
         if not self._queue:
             return
         held = self._held_models()
-        still: list[_Waiting] = []
-        for w in self._queue:
-            if not self._place(w, held=held):
-                still.append(w)
-        self._queue = still
+        placed: set[int] = set()
+        for w in self._placement_order():
+            if self._place(w, held=held):
+                placed.add(w.req_id)
+        self._queue = [w for w in self._queue if w.req_id not in placed]
+
+    def _placement_order(self) -> list[_Waiting]:
+        """Requests that have waited max_wait_s first (in arrival order: that is the bound),
+        then by priority, higher first, then in arrival order. The queue itself stays in
+        arrival order."""
+        if not self._priority:
+            return list(self._queue)
+        now = self._now()
+        return sorted(
+            self._queue,
+            key=lambda w: (now - w.arrived < self._max_wait_s, -self._priority.get(w.model, 0)),
+        )
+
+    def _abandon_swap(self, target: str, swap: _Swap) -> None:
+        """Every client waiting for this load has left, and nobody else wants the model: stop
+        loading it. Queued requests for it would have joined the swap."""
+        del self._swaps[target]
+        to_stop = {target, *swap.evict}
+        for name in to_stop:
+            self._models[name].state = ModelState.STOPPING
+        self._fx.stop_models(tuple(sorted(to_stop)), None)
 
     def _start_swap(self, w: _Waiting, evict: tuple[str, ...]) -> None:
         self._swaps[w.model] = _Swap(evict=evict, waiters=[w])

@@ -276,7 +276,8 @@ class Router:
         self._swap_tasks[model] = task
 
     def stop_models(self, models: tuple[str, ...], ticket: int | None) -> None:
-        log.info("stop models=%s reason=%s", ",".join(models), "unload" if ticket else "ttl")
+        reason = "unload" if ticket is not None else "idle or no longer wanted"
+        log.info("stop models=%s reason=%s", ",".join(models), reason)
         self._spawn(self._stop(models, ticket), name=f"stop:{','.join(models)}")
 
     def grant(self, req_id: int, model: str) -> bool:

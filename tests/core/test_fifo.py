@@ -26,6 +26,7 @@ class Harness:
         rules: Mapping[str, ModelRules] | None = None,
         *,
         max_wait_s: float = 30.0,
+        priority: Mapping[str, int] | None = None,
     ) -> None:
         self.fx = FakeEffects()
         self.clock = FakeClock()
@@ -35,6 +36,7 @@ class Harness:
             rules or {m: ModelRules() for m in "abc"},
             now=self.clock,
             max_wait_s=max_wait_s,
+            priority=priority,
         )
         self._next_id = 0
 
@@ -169,15 +171,56 @@ def test_fifo_cancelled_queued_request_leaves_the_queue() -> None:
     assert h.request("b") not in h.fx.rejected, "its concurrency slot was returned"
 
 
-def test_fifo_cancelled_swap_waiter_releases_its_slot() -> None:
-    h = Harness({"a": ModelRules(concurrency_limit=1)})
+def test_fifo_load_is_cancelled_when_its_last_waiter_leaves() -> None:
+    h = Harness({"a": ModelRules(concurrency_limit=1), "b": ModelRules()})
+    h.ready("b")
     r1 = h.request("a")
+    assert h.fx.swaps[-1] == ("a", ("b",))
+    h.release(r1)  # the only client waiting for a's load left
+    assert h.fx.stops == [(("a", "b"), None)]
+    assert h.state("a") == ModelState.STOPPING
+    h.swap_done("a")  # the cancelled swap's late result changes nothing
+    assert h.fx.granted[-1] != r1
+    h.sched.on_stop_finished(StopFinished(models=("a", "b"), ticket=None))
+    assert h.state("a") == ModelState.STOPPED
+    r2 = h.request("a")  # its concurrency slot was returned
+    assert h.fx.swaps[-1] == ("a", ())
+    h.swap_done("a", generation=2)
+    assert h.fx.granted[-1] == r2
+
+
+def test_fifo_load_goes_on_while_one_waiter_remains() -> None:
+    h = Harness()
+    r1, r2 = h.request("a"), h.request("a")
     h.release(r1)
+    assert h.fx.stops == []
     h.swap_done("a")
-    assert h.fx.granted == []
-    assert h.sched.snapshot()["a"].in_flight == 0
-    r2 = h.request("a")
     assert h.fx.granted == [r2]
+
+
+def test_fifo_priority_picks_the_next_swap_among_queued_requests() -> None:
+    h = Harness(priority={"c": 5})
+    ra = h.request("a")
+    h.swap_done("a")
+    rb, rc = h.request("b"), h.request("c")
+    h.release(ra)
+    assert h.fx.swaps[-1] == ("c", ("a",)), "c has the higher priority"
+    h.swap_done("c")
+    h.release(rc)
+    assert h.fx.swaps[-1] == ("b", ("c",))
+    h.swap_done("b")
+    assert h.fx.granted[-1] == rb
+
+
+def test_fifo_a_request_past_max_wait_goes_before_higher_priorities() -> None:
+    h = Harness(priority={"c": 5}, max_wait_s=10.0)
+    ra = h.request("a")
+    h.swap_done("a")
+    h.request("b")
+    h.clock.advance(11.0)
+    h.request("c")
+    h.release(ra)
+    assert h.fx.swaps[-1] == ("b", ("a",)), "b has waited past max_wait: bounded waiting wins"
 
 
 def test_fifo_grant_to_departed_client_is_not_counted_in_flight() -> None:
