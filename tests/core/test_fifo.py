@@ -386,3 +386,29 @@ def test_fifo_every_request_gets_exactly_one_answer_in_a_mixed_run() -> None:
     assert answered == set(ids)
     assert not set(h.fx.granted) & set(h.fx.rejected)
     assert all(s.in_flight == 0 and s.queued == 0 for s in h.sched.snapshot().values())
+
+
+def test_fifo_bound_b_is_served_within_max_wait_plus_drain_under_a_stream_of_a() -> None:
+    """Four clients keep A busy (each sends again the moment its 1 s request ends). B arrives;
+    its swap must start within max_wait + the 1 s that A's in-flight requests need to drain."""
+    max_wait, service = 30.0, 1.0
+    h = Harness(max_wait_s=max_wait)
+    h.ready("a")
+    ends: dict[int, float] = {}
+    for _ in range(4):
+        rid = h.request("a")
+        ends[rid] = h.clock.t + service
+        h.clock.advance(0.25)
+    b_arrived = h.clock.t
+    h.request("b")
+    while not h.fx.swaps or h.fx.swaps[-1][0] != "b":
+        rid = min(ends, key=ends.__getitem__)
+        h.clock.t = ends.pop(rid)
+        assert h.clock.t <= b_arrived + max_wait + service, "B is starving"
+        h.release(rid)
+        new = h.request("a")  # the client sends again at once
+        if new in h.fx.granted:
+            ends[new] = h.clock.t + service
+    assert h.fx.swaps[-1] == ("b", ("a",))
+    assert h.clock.t - b_arrived <= max_wait + service
+    assert h.clock.t - b_arrived >= max_wait, "A's clients keep llama-swap's behaviour until then"
