@@ -15,14 +15,10 @@ import itertools
 import math
 import random
 import statistics
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from swapd.core.events import (  # noqa: E402
+from swapd.core.events import (
     Event,
     RequestArrived,
     RequestReleased,
@@ -30,11 +26,11 @@ from swapd.core.events import (  # noqa: E402
     SwapFinished,
     Tick,
 )
-from swapd.core.fifo import FifoScheduler  # noqa: E402
-from swapd.core.plan import OneModelPlanner  # noqa: E402
-from swapd.core.scheduler import Scheduler  # noqa: E402
-from swapd.core.serial import SerialScheduler  # noqa: E402
-from swapd.core.state import ModelRules, Rejection  # noqa: E402
+from swapd.core.fifo import FifoScheduler
+from swapd.core.plan import OneModelPlanner
+from swapd.core.scheduler import Scheduler
+from swapd.core.serial import SerialScheduler
+from swapd.core.state import ModelRules, Rejection
 
 MODELS = ("A", "B", "C")
 
