@@ -20,6 +20,7 @@ from swapd.config.envsubst import substitute_env
 from swapd.config.model import DEFAULT_MAX_BODY_BYTES, Config, ModelSpec
 from swapd.config.ports import MAX_PORT, allocate_ports, port_is_free
 from swapd.config.problems import ROOT_LABEL, KeyPath, Report, did_you_mean
+from swapd.config.routing import ROUTING_KEYS, build_routing, prune_nulls
 from swapd.config.schema import check_schema
 from swapd.config.values import get_int, get_str, get_str_list
 from swapd.config.yamldoc import parse_yaml
@@ -43,9 +44,6 @@ UNSUPPORTED_TOP_LEVEL = (
     "profiles",
     "selectors",
     "peers",
-    "routing",
-    "groups",
-    "matrix",
 )
 UNSUPPORTED_MODEL = ("sendLoadingState", "timeouts", "compat", "capabilities")
 UNSUPPORTED_FILTERS = ("setParamsByID",)
@@ -123,6 +121,9 @@ def _drop_nulls(doc: Any) -> Any:
         }
     if isinstance(top.get("hooks"), dict):
         top["hooks"] = _without_nulls(top["hooks"], "on_startup")
+    for key in ROUTING_KEYS:
+        if key in top:
+            top[key] = prune_nulls(top[key])
     return top
 
 
@@ -155,7 +156,7 @@ def _build(
 ) -> Config:
     global_defs = macros.collect(doc.get("macros"), ("macros",), report)
     top_scope = macros.resolve(global_defs, report)
-    skip = {"models", "macros", *UNSUPPORTED_TOP_LEVEL}
+    skip = {"models", "macros", *ROUTING_KEYS, *UNSUPPORTED_TOP_LEVEL}
     top = macros.substitute({k: v for k, v in doc.items() if k not in skip}, top_scope)
 
     health = get_int(report, top, (), "healthCheckTimeout", default=120, minimum=1)
@@ -189,6 +190,7 @@ def _build(
             models[model.id] = spec
     names = _check_aliases(list(raw_models), inputs, report)
     preload = _preload(top, names, report)
+    routing = build_routing(doc, list(raw_models), names, report)
     return Config(
         models=models,
         health_check_timeout_s=float(health),
@@ -199,6 +201,7 @@ def _build(
         api_keys=api_keys,
         preload=preload,
         max_body_bytes=max_body,
+        routing=routing,
         source=source,
         warnings=tuple(report.rendered_warnings()),
     )

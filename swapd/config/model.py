@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from swapd.core.fifo import DEFAULT_MAX_WAIT_S
+from swapd.core.groups import GroupSpec
+from swapd.core.matrix import Matrix
 
 DEFAULT_CONCURRENCY_LIMIT = 10
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -53,6 +57,24 @@ class ModelSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Routing:
+    """How models share the machine (the planner) and how waiting requests are ordered."""
+
+    planner: Literal["group", "matrix"] = "group"
+    groups: tuple[GroupSpec, ...] = ()
+    """The groups defined, in file order, without the implicit `(default)` group."""
+    symmetric_exclusive: bool = False
+    """swapd only: exclusive groups also give way to other groups' loads (see GroupPlanner)."""
+    matrix: Matrix | None = None
+    """Set exactly when `planner` is "matrix"."""
+    scheduler: Literal["fifo", "serial"] = "fifo"
+    priority: Mapping[str, int] = field(default_factory=dict)
+    """Model id (aliases resolved) -> queue priority, higher first; absent means 0."""
+    max_wait_s: float = DEFAULT_MAX_WAIT_S
+    """swapd only: the FIFO's anti-starvation bound."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     models: Mapping[str, ModelSpec]
     health_check_timeout_s: float = 120.0
@@ -64,6 +86,7 @@ class Config:
     preload: tuple[str, ...] = ()
     """Model ids (aliases already resolved) loaded one after another at startup."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    routing: Routing = field(default_factory=Routing)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
     """Non-fatal findings, e.g. llama-swap keys swapd accepts but does not implement yet."""

@@ -92,7 +92,9 @@ def _report_error(error: ValidationError, report: Report) -> None:
     if "propertyNames" in error.absolute_schema_path:
         name = str(error.instance)
         report.mark_bad((*path, name))
-        report.problem(path, _name_message(name), line=report.line_of((*path, name)))
+        hint = schema.get("x-name-hint")
+        message = f"invalid name '{name}': {hint}" if name and hint else _name_message(name)
+        report.problem(path, message, line=report.line_of((*path, name)))
         return
     if error.validator == "required":
         missing = _missing_key(error)
@@ -162,6 +164,10 @@ def _message(error: ValidationError) -> str:
         return f"must be at least {value}, got {instance}"
     if validator == "maximum":
         return f"must be at most {value}, got {instance}"
+    if validator == "exclusiveMinimum":
+        return f"must be greater than {value}, got {instance}"
+    if validator == "minProperties" and value == 1:
+        return "must not be empty"
     if validator == "minLength" and value == 1:
         return "must not be empty"
     if validator == "pattern":

@@ -57,7 +57,13 @@ def test_config_example_uses_every_supported_key() -> None:
     doc = yaml.safe_load((REPO / "config.example.yaml").read_text())
     text = (REPO / "config.example.yaml").read_text()
     ignored = "Not implemented by swapd yet"
-    top = {k for k, v in schema["properties"].items() if ignored not in v["description"]}
+    # One file cannot use a legacy spelling beside its replacement (routing), which it shows.
+    legacy = "legacy spelling"
+    top = {
+        k
+        for k, v in schema["properties"].items()
+        if ignored not in v["description"] and legacy not in v["description"]
+    }
     assert top <= set(doc)
     model_keys = {
         k

@@ -151,8 +151,8 @@ def test_schema_unsupported_llama_swap_keys_are_accepted_with_warnings() -> None
     config = load(
         """
         logToStdout: both
-        groups:
-          g: {members: [a]}
+        peers:
+          p: {proxy: "http://10.0.0.2:8080", models: [b]}
         models:
           a:
             cmd: llama-server --port ${PORT}
@@ -165,7 +165,7 @@ def test_schema_unsupported_llama_swap_keys_are_accepted_with_warnings() -> None
     ignored = "llama-swap setting not implemented by swapd yet; ignored"
     assert config.warnings == (
         f"logToStdout (line 2): {ignored}",
-        f"groups (line 3): {ignored}",
+        f"peers (line 3): {ignored}",
         f"models.a.timeouts (line 8): {ignored}",
         f"models.a.capabilities (line 9): {ignored}",
         f"models.a.filters.setParamsByID (line 11): {ignored}",
