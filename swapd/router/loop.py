@@ -26,12 +26,9 @@ from swapd.core.events import (
     Tick,
     UnloadRequested,
 )
-from swapd.core.fifo import FifoScheduler
-from swapd.core.plan import OneModelPlanner
 from swapd.core.scheduler import Scheduler
 from swapd.core.state import (
     Lease,
-    ModelRules,
     ModelSnapshot,
     ModelState,
     Rejection,
@@ -45,6 +42,7 @@ from swapd.errors import (
     SwapdHttpError,
 )
 from swapd.process.supervisor import ModelProcess
+from swapd.router.policy import describe_swap, make_planner, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +94,8 @@ class Router:
             mid: process_factory(spec, config.health_check_timeout_s, self._exit_reporter(mid))
             for mid, spec in config.models.items()
         }
-        rules = {
-            mid: ModelRules(concurrency_limit=spec.concurrency_limit, ttl_s=spec.ttl_s)
-            for mid, spec in config.models.items()
-        }
-        self._sched: Scheduler = FifoScheduler(self, OneModelPlanner(), rules, now=now)
+        self._planner = make_planner(config)
+        self._sched: Scheduler = make_scheduler(config, self, self._planner, now)
         self._snapshot: Mapping[str, ModelSnapshot] | None = None
         self._handling = False
         self._owner_waiting = False
@@ -271,7 +266,13 @@ class Router:
     # -- Effects: what the scheduler asks for ---------------------------------------------
 
     def start_swap(self, model: str, evict: tuple[str, ...]) -> None:
-        log.info("swap start model=%s evict=%s", model, ",".join(evict) or "-")
+        why = describe_swap(self._config, self._planner)
+        log.info(
+            "swap start model=%s evict=%s%s",
+            model,
+            ",".join(evict) or "-",
+            f" {why}" if why else "",
+        )
         task = self._spawn(self._swap(model, evict), name=f"swap:{model}")
         self._swap_tasks[model] = task
 
