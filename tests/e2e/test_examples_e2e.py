@@ -54,6 +54,7 @@ def daemon_for(
 
 async def _use(session: aiohttp.ClientSession, url: str, model: str) -> set[str]:
     """Send one request for `model`; return the models running afterwards."""
+    body: dict[str, object]
     if model in ("embed", "text-embedding-3-small", "bge-m3"):
         path, body = "/v1/embeddings", {"model": model, "input": "hi"}
     else:
