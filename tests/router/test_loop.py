@@ -296,3 +296,16 @@ async def test_router_after_shutdown_refuses_at_once(
     async with asyncio.timeout(10):
         with pytest.raises(ModelUnavailable, match="shutting down"):
             await router.acquire("a")
+
+
+async def test_router_load_is_stopped_when_its_only_client_leaves(
+    world: tuple[Router, dict[str, FakeProcess], Clock],
+) -> None:
+    router, procs, _ = world
+    procs["a"].gate = asyncio.Event()
+    waiter = asyncio.get_running_loop().create_task(router.acquire("a"))
+    await procs["a"].started.wait()
+    waiter.cancel()
+    await router.wait_snapshot(lambda s: s["a"].state == ModelState.STOPPED)
+    assert procs["a"].state == ModelState.STOPPED, "the half-started child was stopped"
+    router.release(await router.acquire("b"))
