@@ -156,18 +156,35 @@ def burst(sim: Simulation, rng: random.Random) -> None:
         sim.at(sim.timing.load_s + 0.001 * (i + 1), lambda m=model: sim.request(m))
 
 
-def stream(sim: Simulation, rng: random.Random, clients: int = 4, until: float = 300.0) -> None:
-    """Four clients that each send A again as soon as their last answer came (a continuous
-    stream), plus one request for B every 60 s."""
+def stream(
+    sim: Simulation,
+    rng: random.Random,
+    clients: int = 4,
+    until: float = 300.0,
+    first_b: float = 30.0,
+    every: float = 60.0,
+    stagger: float = 0.25,
+    gap: float = 0.003,
+) -> None:
+    """A is loaded, then four clients each send A again `gap` seconds after their last answer
+    (a continuous stream; started `stagger` apart so they never all finish together), plus
+    one request for B every `every` seconds."""
 
-    def client() -> None:
-        if sim.t < until:
-            sim.request("A", on_done=client)
+    def begin() -> None:
+        t0 = sim.t
 
-    for i in range(clients):
-        sim.at(0.01 * i, client)
-    for t in range(30, int(until), 60):
-        sim.at(float(t), lambda: sim.request("B"))
+        def client() -> None:
+            if sim.t < t0 + until:
+                sim.request("A", on_done=lambda: sim.at(sim.t + gap, client))
+
+        for i in range(clients):
+            sim.at(t0 + stagger * i, client)
+        t = t0 + first_b
+        while t < t0 + until:
+            sim.at(t, lambda: sim.request("B"))
+            t += every
+
+    sim.at(0.0, lambda: sim.request("A", on_done=begin))
 
 
 TRACES: dict[str, Callable[[Simulation, random.Random], None]] = {
