@@ -17,7 +17,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "config": ({"core", "errors"}, {"yaml", "jsonschema"}),
     "process": ({"core", "config", "errors"}, {"aiohttp", "psutil"}),
     "gpu": ({"core", "config", "errors"}, {"pynvml", "psutil"}),
-    "web": ({"core", "config", "errors"}, {"aiohttp"}),
+    "web": ({"core", "config", "errors"}, {"aiohttp", "httptools"}),
     "router": ({"core", "config", "process", "errors"}, set()),
 }
 FORBIDDEN_IN_CORE = {"asyncio", "time", "subprocess", "threading", "socket"}

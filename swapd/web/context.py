@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 from swapd.config.model import Config
 from swapd.web.openai import Catalog
 from swapd.web.ports import RouterPort
+from swapd.web.upstream import UpstreamPool
 
 
 @dataclass(slots=True)
@@ -36,5 +37,5 @@ class WebContext:
 
 
 CONTEXT = web.AppKey("swapd.web.context", WebContext)
-SESSION = web.AppKey("swapd.web.session", ClientSession)
-"""The one client session for all upstream traffic (created and closed by a cleanup_ctx)."""
+SESSION = web.AppKey("swapd.web.session", UpstreamPool)
+"""The one connection pool for all upstream traffic (created and closed by a cleanup_ctx)."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable
 
-import aiohttp
 from aiohttp import hdrs, web
 
 from swapd.errors import UpstreamError
 from swapd.web.ports import Lease
+from swapd.web.upstream import UpstreamBroke, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -28,39 +28,29 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-# The body is already read (Expect: 100-continue is done) and aiohttp sets Host from the URL.
+# The body is already read (Expect: 100-continue is done); the pool sets Host and Content-Length.
 _REQUEST_DROP = _HOP_BY_HOP | {"host", "expect"}
 
 
-def new_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        # No pool limit: the router's concurrency limits are the only admission control.
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
-        # No total or read timeout: a queued llama-server request sends no headers until a slot
-        # frees, and generations can run for many minutes.
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
-        auto_decompress=False,
-        # Cookies set by one upstream response must not follow other clients' requests.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        # Forward exactly the headers the client sent: none invented by aiohttp.
-        skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT_ENCODING, hdrs.ACCEPT, hdrs.CONTENT_TYPE),
-    )
-
-
-def _connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:
-    value = headers.get(hdrs.CONNECTION)
-    if not value:
-        return frozenset()
-    return frozenset(token.strip().lower() for token in value.split(","))
+def new_session() -> UpstreamPool:
+    # No cookies, redirects, decompression or headers of its own: the pool does none of these.
+    return UpstreamPool(connect_timeout=CONNECT_TIMEOUT_S)
 
 
 def _filtered(
-    headers: Mapping[str, str], drop: frozenset[str], also: frozenset[str] = frozenset()
+    headers: Iterable[tuple[str, str]],
+    connection: str | None,
+    drop: frozenset[str],
+    also: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
-    named = _connection_tokens(headers)
+    named = (
+        frozenset(token.strip().lower() for token in connection.split(","))
+        if connection
+        else frozenset()
+    )
     return [
         (name, value)
-        for name, value in headers.items()
+        for name, value in headers
         if not (
             (lower := name.lower()) in drop
             or lower in also
@@ -72,7 +62,7 @@ def _filtered(
 
 async def forward(
     request: web.Request,
-    session: aiohttp.ClientSession,
+    session: UpstreamPool,
     lease: Lease,
     target: str,
     body: bytes,
@@ -82,15 +72,12 @@ async def forward(
 
     Raises UpstreamError when no response head arrives; after that, failures end the response.
     """
-    # Parsing a str would re-quote the path and resolve dot segments; encoded=True forwards the
-    # client's bytes. The URL type is taken from the request: swapd.web imports only aiohttp.
-    url = type(request.rel_url)(lease.upstream + target, encoded=True)
-    headers = _filtered(request.headers, _REQUEST_DROP, drop_headers)
+    headers = _filtered(
+        request.headers.items(), request.headers.get(hdrs.CONNECTION), _REQUEST_DROP, drop_headers
+    )
     try:
-        upstream = await session.request(
-            request.method, url, headers=headers, data=body or None, allow_redirects=False
-        )
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        upstream = await session.request(lease.upstream, request.method, target, headers, body)
+    except OSError as exc:
         raise UpstreamError(
             f"model {lease.model!r}: no response from its server at {lease.upstream}: "
             f"{exc or type(exc).__name__}"
@@ -98,54 +85,58 @@ async def forward(
     try:
         return await _relay(request, upstream, lease)
     finally:
-        if upstream.content.is_eof():
-            upstream.release()
-        else:
-            # Cut short (client left, upstream broke off, or cancelled): closing the connection
-            # is how llama-server learns nobody is listening, so it stops generating.
-            upstream.close()
+        # Cut short (client left, upstream broke off, or cancelled), the connection is closed:
+        # that is how llama-server learns nobody is listening, so it stops generating.
+        session.release(upstream)
 
 
 async def _relay(
-    request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease
+    request: web.Request, upstream: UpstreamConnection, lease: Lease
 ) -> web.StreamResponse:
-    headers = _filtered(upstream.headers, _HOP_BY_HOP)
-    length = upstream.content_length
-    if request.method == hdrs.METH_HEAD or upstream.status in (204, 304):
-        if length is not None and upstream.status != 204:
+    length: int | None = None
+    sse = False
+    connection = None
+    for name, value in upstream.headers:
+        lower = name.lower()
+        if lower == "content-length":
+            length = int(value)
+        elif lower == "content-type":
+            sse = value.partition(";")[0].strip().lower() == "text/event-stream"
+        elif lower == "connection" and connection is None:
+            connection = value
+    headers = _filtered(upstream.headers, connection, _HOP_BY_HOP)
+    status, reason = upstream.status, upstream.reason or None
+    if request.method == hdrs.METH_HEAD or status in (204, 304):
+        if length is not None and status != 204:
             headers.append((hdrs.CONTENT_LENGTH, str(length)))
-        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers)
-    sse = upstream.content_type == "text/event-stream"
+        return web.Response(status=status, reason=reason, headers=headers)
     if not sse and length is not None and length <= WHOLE_BODY_MAX:
         try:
-            payload = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            payload = await upstream.read_all()
+        except UpstreamBroke as exc:
             raise UpstreamError(
                 f"model {lease.model!r}: its server at {lease.upstream} broke off the response: "
-                f"{exc or type(exc).__name__}"
+                f"{exc}"
             ) from None
-        return web.Response(
-            status=upstream.status, reason=upstream.reason, headers=headers, body=payload
-        )
+        return web.Response(status=status, reason=reason, headers=headers, body=payload)
 
-    out = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    out = web.StreamResponse(status=status, reason=reason, headers=headers)
     if sse:
         # Tells nginx and similar front proxies not to hold the events back.
         out.headers["X-Accel-Buffering"] = "no"
     if length is not None:
         out.content_length = length
     await out.prepare(request)
-    content = upstream.content
     while True:
         try:
-            chunk = await content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            chunk = await upstream.read()
+        except UpstreamBroke as exc:
             log.warning(
                 "model=%s upstream=%s broke off a streamed response after %d bytes: %s",
                 lease.model,
                 lease.upstream,
                 out.body_length,
-                exc or type(exc).__name__,
+                exc,
             )
             _abort(request)
             return out
