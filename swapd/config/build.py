@@ -1,7 +1,8 @@
 """One expanded model mapping -> a `ModelSpec`, reporting every problem on the way.
 
 Input is a model's mapping after macro expansion and `${PORT}` substitution. Anything still
-spelled `${name}` here was never defined (or is `${PORT}` in a model without a port).
+spelled `${name}` here was never defined (or is `${PORT}` in a model without a port), except
+`${GPUS}` in `cmd` and `env` of a model with `gpus`, which stays for the spawner.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from swapd.config.command import CommandError, split_command
-from swapd.config.macros import report_unresolved
+from swapd.config.gpu_keys import model_gpus
+from swapd.config.macros import GPUS_REF, GpusUse, report_unresolved
 from swapd.config.model import DEFAULT_CONCURRENCY_LIMIT, Filters, ModelSpec
 from swapd.config.problems import KeyPath, Report
 from swapd.config.values import get_bool, get_int, get_str, get_str_list
@@ -42,8 +44,11 @@ def build_model(report: Report, model: ModelInput, defaults: ModelDefaults) -> M
     path: KeyPath = ("models", model.id)
     body = model.body
     known = model.macro_names
-    cmd_ok, command = _command(report, body, path, "cmd", known)
-    stop_ok, stop = _command(report, body, path, "cmdStop", known)
+    env = _env(report, body, path)
+    gpu = model_gpus(report, body, path, env)
+    cmd_ok, command = _command(report, body, path, "cmd", known, gpu.macro)
+    stop_ok, stop = _command(report, body, path, "cmdStop", known, "elsewhere")
+    _env_macros(report, body, path, gpu.macro)
     # Without a cmd nobody knows whether it would use ${PORT}: judge proxy only with one.
     has_cmd = "cmd" in body and not report.is_bad((*path, "cmd"))
     proxy = _proxy(report, body, path, known, model.port) if has_cmd else ""
@@ -61,7 +66,6 @@ def build_model(report: Report, model: ModelInput, defaults: ModelDefaults) -> M
     use_model_name = get_str(report, body, path, "useModelName", default="")
     unlisted = get_bool(report, body, path, "unlisted", default=False)
     filters = _filters(report, body, path, known)
-    env = _env(report, body, path)
     aliases = tuple(alias for _, alias in get_str_list(report, body, path, "aliases"))
     if not (cmd_ok and stop_ok) or command is None:
         return None
@@ -85,6 +89,9 @@ def build_model(report: Report, model: ModelInput, defaults: ModelDefaults) -> M
         metadata=metadata if isinstance(metadata, dict) else {},
         concurrency_limit=limit or DEFAULT_CONCURRENCY_LIMIT,
         filters=filters,
+        vram_bytes=gpu.vram_bytes,
+        gpus=gpu.gpus,
+        gpu_split=gpu.split,
     )
 
 
@@ -92,14 +99,19 @@ Command = tuple[str, tuple[str, ...]]
 
 
 def _command(
-    report: Report, body: Mapping[str, Any], path: KeyPath, key: str, known: list[str]
+    report: Report,
+    body: Mapping[str, Any],
+    path: KeyPath,
+    key: str,
+    known: list[str],
+    gpus: GpusUse,
 ) -> tuple[bool, Command | None]:
     """`(usable, (display, argv) or None)`; an absent or empty cmdStop is usable and None."""
     where = (*path, key)
     if key not in body or report.is_bad(where):
         return key != "cmd", None
     text = get_str(report, body, path, key, default="")
-    if not report_unresolved(report, where, text, known, allow_pid=key == "cmdStop"):
+    if not report_unresolved(report, where, text, known, allow_pid=key == "cmdStop", gpus=gpus):
         return False, None
     if key == "cmdStop" and not text.strip():
         # An empty cmdStop means "no stop command", as in llama-swap.
@@ -151,6 +163,13 @@ def _env(report: Report, body: Mapping[str, Any], path: KeyPath) -> dict[str, st
             continue
         env[key] = value
     return env
+
+
+def _env_macros(report: Report, body: Mapping[str, Any], path: KeyPath, gpus: GpusUse) -> None:
+    """`${GPUS}` in an env value needs gpus; other `${...}` in env stay as written."""
+    for where, entry in get_str_list(report, body, path, "env"):
+        if GPUS_REF in entry.partition("=")[2]:
+            report_unresolved(report, where, GPUS_REF, [], gpus=gpus)
 
 
 def _filters(report: Report, body: Mapping[str, Any], path: KeyPath, known: list[str]) -> Filters:

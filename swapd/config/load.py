@@ -17,6 +17,7 @@ from swapd.config import macros
 from swapd.config.build import ModelDefaults, ModelInput, build_model
 from swapd.config.command import strip_comment_lines
 from swapd.config.envsubst import substitute_env
+from swapd.config.gpu_keys import gpu_settings
 from swapd.config.model import DEFAULT_MAX_BODY_BYTES, Config, ModelSpec
 from swapd.config.ports import MAX_PORT, allocate_ports, port_is_free
 from swapd.config.problems import ROOT_LABEL, KeyPath, Report, did_you_mean
@@ -174,6 +175,7 @@ def _build(
         # A key literally named "${x}" is never what was meant.
         macros.report_unresolved(report, where, key, list(top_scope))
     api_keys = tuple(key for _, key in keys)
+    gpu = gpu_settings(report, top, list(top_scope), source, os.environ)
 
     raw_models = doc.get("models")
     if not isinstance(raw_models, dict) or report.is_bad(("models",)):
@@ -202,6 +204,7 @@ def _build(
         preload=preload,
         max_body_bytes=max_body,
         routing=routing,
+        gpu=gpu,
         source=source,
         warnings=tuple(report.rendered_warnings()),
     )

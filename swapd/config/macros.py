@@ -4,8 +4,9 @@ A model's scope is `MODEL_ID`, then the global macros in declaration order (a mo
 the same name replaces the global one in place), then the model's new macros. A macro may use
 only macros before it in that order. A value that is exactly `${m}` takes the macro's type
 (so `ttl: ${t}` stays an integer); a reference inside a longer string is stringified.
-`${PORT}` and `${PID}` are not macros here: PORT is filled in after port allocation, PID at
-stop time, so both pass through untouched.
+`${PORT}`, `${PID}` and `${GPUS}` are not macros here: PORT is filled in after port
+allocation, PID at stop time and GPUS at spawn time (the GPUs the model was placed on), so all
+three pass through untouched.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from swapd.config.problems import KeyPath, Report, did_you_mean
 
 MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
-RESERVED = frozenset({"PID", "PORT", "MODEL_ID"})
+RESERVED = frozenset({"PID", "PORT", "MODEL_ID", "GPUS"})
+GPUS_REF = "${GPUS}"
+"""Left literally in a model's argv and env; the spawner replaces it with e.g. `0,1`."""
+
+GpusUse = Literal["allowed", "no-gpus", "elsewhere"]
 
 Scalar = str | int | float | bool
 
@@ -136,20 +141,34 @@ def report_unresolved(
     known: list[str],
     *,
     allow_pid: bool = False,
+    gpus: GpusUse = "elsewhere",
 ) -> bool:
-    """Report every `${name}` still in `value`; True when there was none."""
+    """Report every `${name}` still in `value`; True when there was none.
+
+    `gpus` says what `${GPUS}` means here: "allowed" (cmd or env of a model with gpus),
+    "no-gpus" (cmd or env of a model without), "elsewhere" (any other value).
+    """
     clean = True
     for where, name in find_refs(value, path):
         if name == "PID":
             if allow_pid:
                 continue
             message = "'${PID}' is only available in cmdStop"
+        elif name == "GPUS":
+            if gpus == "allowed":
+                continue
+            if gpus == "no-gpus":
+                message = (
+                    "uses '${GPUS}', but the model has no gpus: set gpus to the GPUs it may use"
+                )
+            else:
+                message = "'${GPUS}' is only available in a model's cmd and env"
         elif name == "PORT":
             message = "uses '${PORT}', but cmd does not, so no port is allocated for this model"
         elif name in known:
             message = f"'${{{name}}}' is left unexpanded: a macro declared before '{name}' uses it"
         else:
-            hint = did_you_mean(name, [*known, "PORT"])
+            hint = did_you_mean(name, [*known, "PORT", "GPUS"])
             if not hint and name.isupper():
                 # Shell habit: no shell ever sees cmd, so `${HOME}` must be spelled as env.
                 hint = f" (for an environment variable write '${{env.{name}}}')"

@@ -17,6 +17,7 @@ from swapd.core.matrix import Matrix
 
 DEFAULT_CONCURRENCY_LIMIT = 10
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_VRAM_HEADROOM = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +55,36 @@ class ModelSpec:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     concurrency_limit: int = DEFAULT_CONCURRENCY_LIMIT
     filters: Filters = field(default_factory=Filters)
+    vram_bytes: int | None = None
+    """GPU memory the model needs (`vram`); None: estimated from its GGUF file, then learned."""
+    gpus: tuple[int, ...] | None = None
+    """NVML indices of the GPUs the model may use, as written; None: every GPU, split.
+
+    Taken from `env` `CUDA_VISIBLE_DEVICES` (with `gpu_split` true) when that is a plain list of
+    indices and `gpus` is not set; `env` then still holds it, with the same GPUs the spawner
+    exports. `argv` and `env` may contain `${GPUS}` (see `GPUS_REF`), replaced at spawn time by
+    the comma-joined indices the model was placed on; only models with `gpus` use it."""
+    gpu_split: bool = False
+    """True: the model uses all of `gpus` at once, its need divided evenly; False: one of them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuSettings:
+    """VRAM-aware placement (the top-level `vram*` and `gpu*` keys)."""
+
+    planning: Literal["auto", "on", "off"] = "auto"
+    """auto: on when NVML finds at least one GPU."""
+    headroom_bytes: int = DEFAULT_VRAM_HEADROOM
+    """Memory kept free on each GPU."""
+    state_file: Path | None = None
+    """Where learned footprints are kept across restarts, absolute; None: nowhere.
+
+    The loader fills in `$XDG_STATE_HOME/swapd/vram.json` when `vramStateFile` is unset; a
+    `GpuSettings()` built by hand persists nothing."""
+    poll_interval_s: float = 1.0
+    """How often the GPU monitor samples."""
+    release_timeout_s: float = 10.0
+    """After an eviction, the longest wait for the driver to show the memory released."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +118,7 @@ class Config:
     """Model ids (aliases already resolved) loaded one after another at startup."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     routing: Routing = field(default_factory=Routing)
+    gpu: GpuSettings = field(default_factory=GpuSettings)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
     """Non-fatal findings, e.g. llama-swap keys swapd accepts but does not implement yet."""

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from swapd.config.macros import RESERVED
 from swapd.config.problems import KeyPath, Report, did_you_mean
 
 SCHEMA_NAME = "swapd.schema.json"
@@ -126,8 +127,8 @@ def _missing_key(error: ValidationError) -> str:
 
 
 def _name_message(name: str) -> str:
-    if name in ("PID", "PORT", "MODEL_ID"):
-        return f"macro name '{name}' is reserved (swapd sets PID, PORT and MODEL_ID itself)"
+    if name in RESERVED:
+        return f"macro name '{name}' is reserved (swapd sets PID, PORT, MODEL_ID and GPUS itself)"
     if len(name) >= 64:
         return f"macro name '{name[:20]}…' is too long (at most 63 characters)"
     if not name:
@@ -168,9 +169,20 @@ def _message(error: ValidationError) -> str:
         return f"must be greater than {value}, got {instance}"
     if validator == "minProperties" and value == 1:
         return "must not be empty"
-    if validator == "minLength" and value == 1:
+    if validator in ("minLength", "minItems") and value == 1:
         return "must not be empty"
+    if validator == "uniqueItems" and isinstance(instance, list):
+        return f"{_first_repeat(instance)} is listed twice"
     if validator == "pattern":
         hint = error.schema.get("x-pattern-hint") if isinstance(error.schema, dict) else None
         return f"{json.dumps(instance)} {hint}" if hint else error.message
     return error.message
+
+
+def _first_repeat(items: list[Any]) -> str:
+    seen: list[Any] = []
+    for item in items:
+        if item in seen:
+            return json.dumps(item, default=str)
+        seen.append(item)
+    return "an item"

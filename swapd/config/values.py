@@ -12,6 +12,7 @@ from typing import Any
 
 from swapd.config.macros import MACRO_REF, stringify
 from swapd.config.problems import KeyPath, Report
+from swapd.config.sizes import MIB, parse_size
 
 
 def _unresolved(value: Any) -> str | None:
@@ -50,6 +51,70 @@ def get_int(
         report.problem(where, f"must be at most {maximum}, got {value}")
         return default
     return value
+
+
+def get_float(
+    report: Report,
+    mapping: Mapping[str, Any],
+    path: KeyPath,
+    key: str,
+    *,
+    default: float,
+    minimum: float,
+) -> float:
+    where = (*path, key)
+    if key not in mapping or report.is_bad(where):
+        return default
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        ref = _unresolved(value)
+        if ref is not None:
+            report.problem(where, f"unknown macro '{ref}'")
+        else:
+            report.problem(where, f"expected a number, got {value!r} after macro expansion")
+        return default
+    if value < minimum:
+        report.problem(where, f"must be at least {minimum}, got {value}")
+        return default
+    return float(value)
+
+
+def get_size(
+    report: Report, mapping: Mapping[str, Any], path: KeyPath, key: str, *, positive: bool
+) -> int | None:
+    """Bytes of a size (an integer of MiB, or a string such as "7.5GiB"); None when unset.
+
+    `positive`: 0 is a problem too (otherwise only negative sizes are)."""
+    where = (*path, key)
+    if key not in mapping or report.is_bad(where):
+        return None
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        report.problem(
+            where,
+            f"expected an integer (MiB) or a size such as '8GiB', got {value!r} "
+            "after macro expansion",
+        )
+        return None
+    if isinstance(value, int):
+        size, shown = value * MIB, str(value)
+    else:
+        ref = _unresolved(value)
+        if ref is not None:
+            report.problem(where, f"unknown macro '{ref}'")
+            return None
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            report.problem(where, str(exc))
+            return None
+        shown = repr(value)
+    if size < 0 or (positive and size == 0):
+        report.problem(
+            where, f"must be {'greater than' if positive else 'at least'} 0, got {shown}"
+        )
+        return None
+    return size
 
 
 def get_bool(

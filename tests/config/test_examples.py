@@ -32,7 +32,14 @@ def _demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_examples_exist() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"single-model.yaml", "llama-swap-migration.yaml", "demo.yaml"} <= names
+    assert {
+        "single-model.yaml",
+        "llama-swap-migration.yaml",
+        "demo.yaml",
+        "groups.yaml",
+        "matrix.yaml",
+        "multi-gpu.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", [REPO / "config.example.yaml", *EXAMPLES], ids=lambda p: p.name)
@@ -92,3 +99,16 @@ def test_demo_uses_the_environment_and_real_llama_server_flags() -> None:
         assert model.aliases
     assert any(m.ttl_s > 0 for m in config.models.values())
     assert any("--embeddings" in m.argv for m in config.models.values())
+
+
+def test_multi_gpu_example_places_models_as_its_comments_say() -> None:
+    config = load_config(REPO / "examples" / "multi-gpu.yaml", port_free=_all_free)
+    models = config.models
+    assert (models["llama-70b"].gpus, models["llama-70b"].gpu_split) == ((0, 1), True)
+    assert models["llama-70b"].vram_bytes == 40 * 1024**3
+    for mid in ("chat-8b", "coder-8b"):
+        assert (models[mid].gpus, models[mid].gpu_split) == ((0, 1), False)
+        assert models[mid].vram_bytes is not None
+    assert (models["embed"].gpus, models["embed"].vram_bytes) == ((1,), None)
+    assert config.gpu.headroom_bytes == 512 * 1024**2
+    assert config.routing.planner == "matrix"

@@ -92,15 +92,16 @@ def test_macros_reserved_and_invalid_names_are_problems() -> None:
             cmd: server --port ${PORT}
             macros:
               PID: 3
+              GPUS: "0"
         """
     )
+    reserved = "is reserved (swapd sets PID, PORT, MODEL_ID and GPUS itself)"
     assert found == [
-        "macros (line 3): macro name 'PORT' is reserved (swapd sets PID, PORT and MODEL_ID itself)",
-        "macros (line 4): macro name 'MODEL_ID' is reserved (swapd sets PID, PORT and "
-        "MODEL_ID itself)",
+        f"macros (line 3): macro name 'PORT' {reserved}",
+        f"macros (line 4): macro name 'MODEL_ID' {reserved}",
         "macros (line 5): invalid name 'bad name': use only letters, digits, '_' and '-'",
-        "models.a.macros (line 11): macro name 'PID' is reserved (swapd sets PID, PORT and "
-        "MODEL_ID itself)",
+        f"models.a.macros (line 11): macro name 'PID' {reserved}",
+        f"models.a.macros (line 12): macro name 'GPUS' {reserved}",
     ]
 
 
