@@ -9,6 +9,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from swapd.config.model import Config
+from swapd.errors import ConfigError
+from swapd.gpu.nvml import GpuMonitor, open_monitor
+from swapd.router.gpus import GpuCoordinator
 from swapd.router.loop import Router
 from swapd.web.server import make_app
 
@@ -25,14 +28,27 @@ async def serve(
     *,
     stop: asyncio.Event,
     on_listening: Callable[[str, int], None] | None = None,
+    monitor: GpuMonitor | None = None,
 ) -> None:
     """Run swapd until `stop` is set, then shut down in order.
 
     Order: stop accepting connections; fail requests still waiting for a model; let in-flight
     responses finish (bounded by SHUTDOWN_GRACE_S); stop every child. Stopping children last
     matters because llama-server ignores SIGTERM while it is serving a request.
+
+    Raises ConfigError, before anything starts, when the config asks for GPUs or VRAM the
+    host does not have.
     """
-    router = Router(config)
+    gpus = GpuCoordinator(config, monitor if monitor is not None else open_monitor())
+    try:
+        problems = await gpus.prepare()
+    except BaseException:
+        await gpus.close()
+        raise
+    if problems:
+        await gpus.close()
+        raise ConfigError(str(config.source or "config"), problems)
+    router = Router(config, gpus=gpus)
     runner = web.AppRunner(
         make_app(config, router),
         handler_cancellation=True,
@@ -51,15 +67,20 @@ async def serve(
             on_listening(host, bound_port)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(router.run(), name="router")
+            sampler = tg.create_task(
+                gpus.sample_forever(router.model_pids, router.post), name="gpu-monitor"
+            )
             if config.preload:
                 tg.create_task(router.preload(config.preload), name="preload")
             await stop.wait()
             log.info("shutting down")
+            sampler.cancel()
             await site.stop()
             await router.stop_routing()
     finally:
         await runner.cleanup()
         await router.close()
+        await gpus.close()
         log.info("stopped")
 
 

@@ -18,9 +18,11 @@ import uvloop
 
 from swapd import __version__
 from swapd.app import serve
+from swapd.config.gpu_fit import gpu_problems
 from swapd.config.load import load_config
 from swapd.config.model import Config
 from swapd.errors import ConfigError
+from swapd.gpu.nvml import open_monitor
 
 log = logging.getLogger("swapd")
 
@@ -97,16 +99,33 @@ def main(argv: list[str] | None = None) -> int:
     for warning in config.warnings:
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
     if args.check:
+        problems = asyncio.run(_check_gpus(config))
+        if problems:
+            print(ConfigError(args.config, problems), file=sys.stderr)
+            return 1
         print(f"{args.config}: ok ({len(config.models)} models)")
         return 0
 
     _configure_logging(args.log_level or config.log_level)
     try:
         uvloop.run(_run(config, host, port))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0
+
+
+async def _check_gpus(config: Config) -> list[str]:
+    """`--check` on a GPU host also checks `gpus` and `vram` against the GPUs it has."""
+    monitor = open_monitor()
+    try:
+        sample = await monitor.sample({})
+        return gpu_problems(config, sample.gpus) if sample is not None else []
+    finally:
+        await monitor.close()
 
 
 async def _run(config: Config, host: str, port: int) -> None:

@@ -18,7 +18,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "process": ({"core", "config", "errors"}, {"aiohttp", "psutil"}),
     "gpu": ({"core", "config", "errors"}, {"pynvml", "psutil"}),
     "web": ({"core", "config", "errors"}, {"aiohttp", "httptools"}),
-    "router": ({"core", "config", "process", "errors"}, set()),
+    "router": ({"core", "config", "process", "gpu", "errors"}, set()),
 }
 FORBIDDEN_IN_CORE = {"asyncio", "time", "subprocess", "threading", "socket"}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from swapd.core.gpu_sample import GpuSample
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestArrived:
@@ -59,6 +61,13 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GpuSampled:
+    """The GPU monitor looked at the GPUs (memory, and which model's processes hold it)."""
+
+    sample: GpuSample
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ShutdownRequested:
     pass
 
@@ -71,5 +80,6 @@ Event = (
     | UnloadRequested
     | StopFinished
     | Tick
+    | GpuSampled
     | ShutdownRequested
 )

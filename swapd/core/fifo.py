@@ -26,6 +26,7 @@ from swapd.core.events import (
 )
 from swapd.core.plan import Planner
 from swapd.core.state import ModelRules, ModelSnapshot, ModelState, Rejection, RejectKind
+from swapd.core.vram import DoesNotFit
 
 DEFAULT_MAX_WAIT_S = 30.0
 
@@ -223,6 +224,17 @@ class FifoScheduler:
             for name, m in self._models.items()
         }
 
+    # -- ModelUsage, for planners that weigh load ------------------------------------------
+
+    def in_flight(self, model: str) -> int:
+        return self._models[model].in_flight
+
+    def last_used(self, model: str) -> float:
+        return self._models[model].last_used
+
+    def is_running(self, model: str) -> bool:
+        return self._models[model].state in (ModelState.STARTING, ModelState.READY)
+
     # -- decisions ------------------------------------------------------------------------
 
     def _place(self, w: _Waiting, *, held: frozenset[str]) -> bool:
@@ -236,7 +248,12 @@ class FifoScheduler:
             return False
         running = {n for n, o in self._models.items() if o.state in _RUNNING} | set(self._swaps)
         running.discard(w.model)
-        evict = self._planner.evictions(w.model, running)
+        try:
+            evict = self._planner.evictions(w.model, running, self)
+        except DoesNotFit as exc:
+            m.reserved -= 1
+            self._fx.reject(w.req_id, Rejection(RejectKind.NO_FIT, str(exc)))
+            return True
         being_evicted = any(w.model in s.evict for s in self._swaps.values())
         if m.state == ModelState.READY and not evict and not being_evicted:
             if w.model in held:
@@ -264,7 +281,10 @@ class FifoScheduler:
                 break  # the queue is in arrival order: every later one has waited less
             running = {n for n, o in self._models.items() if o.state in _RUNNING}
             running.discard(w.model)
-            held.update(self._planner.evictions(w.model, running))
+            try:
+                held.update(self._planner.evictions(w.model, running, self))
+            except DoesNotFit:
+                continue  # it is rejected when its turn comes
         return frozenset(held)
 
     def _drain(self) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence, Set
 from dataclasses import dataclass
 
+from swapd.core.plan import ModelUsage
+
 DEFAULT_GROUP = "(default)"
 
 
@@ -80,7 +82,9 @@ class GroupPlanner:
         """The group `model` belongs to; `(default)` for any model in no group."""
         return self._group_of.get(model, self._default)
 
-    def evictions(self, target: str, running: Set[str]) -> tuple[str, ...]:
+    def evictions(
+        self, target: str, running: Set[str], usage: ModelUsage | None = None
+    ) -> tuple[str, ...]:
         target_group = self.group_of(target)
         return tuple(
             sorted(

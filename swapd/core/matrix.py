@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from swapd.core.matrix_dsl import MatrixError, Node, Op, Program, compile_program
+from swapd.core.plan import ModelUsage
 
 __all__ = [
     "Matrix",
@@ -304,7 +305,9 @@ class MatrixPlanner:
         self._latest[target] = (key, decision)
         return decision
 
-    def evictions(self, target: str, running: Set[str]) -> tuple[str, ...]:
+    def evictions(
+        self, target: str, running: Set[str], usage: ModelUsage | None = None
+    ) -> tuple[str, ...]:
         return self.decide(target, running).evict
 
     def on_swap_start(self, target: str, evict: tuple[str, ...]) -> None:

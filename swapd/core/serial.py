@@ -9,7 +9,8 @@ TTL, unload, crash handling and shutdown are the FIFO scheduler's.
 from __future__ import annotations
 
 from swapd.core.fifo import _RUNNING, FifoScheduler, _Waiting
-from swapd.core.state import ModelState
+from swapd.core.state import ModelState, Rejection, RejectKind
+from swapd.core.vram import DoesNotFit
 
 
 class SerialScheduler(FifoScheduler):
@@ -27,13 +28,17 @@ class SerialScheduler(FifoScheduler):
             return True
         if any(self._models[n].state == ModelState.STOPPING for n in others):
             return False  # a stop in progress (TTL, unload) finishes first
+        try:
+            # Everything else goes anyway; this checks the target fits alone and places it.
+            self._planner.evictions(w.model, frozenset(), self)
+        except DoesNotFit as exc:
+            m.reserved -= 1
+            self._fx.reject(w.req_id, Rejection(RejectKind.NO_FIT, str(exc)))
+            return True
         self._start_swap(w, others)
         return True
 
     def _drain(self) -> None:
         # Strict order: only the head may go; it leaves the queue before anything else is tried.
-        if not self._queue:
-            return
-        head = self._queue[0]
-        if self._place(head, held=frozenset()):
-            self._queue.pop(0)
+        while self._queue and self._place(self._queue[0], held=frozenset()):
+            self._queue.pop(0)  # granted, swapping, or rejected: the next may go if nothing runs

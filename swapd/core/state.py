@@ -21,6 +21,7 @@ class RejectKind(StrEnum):
     UNKNOWN_MODEL = "unknown_model"  # 404
     OVER_LIMIT = "over_limit"  # 429
     START_FAILED = "start_failed"  # 503
+    NO_FIT = "no_fit"  # 503: not enough VRAM on the model's GPUs, whatever is evicted
     UNLOADED = "unloaded"  # 503: the model was unloaded while the request waited
     SHUTTING_DOWN = "shutting_down"  # 503
 

@@ -23,6 +23,7 @@ from typing import Any
 from swapd.config.model import ModelSpec
 from swapd.core.state import ModelState
 from swapd.errors import ProcessStartError
+from swapd.process.gpu_env import with_gpus
 from swapd.process.health import Readiness, ready_unless_exited
 from swapd.process.output import OutputRing
 from swapd.process.ports import LOOPBACK, port_in_use
@@ -84,8 +85,12 @@ class ModelProcess:
 
     # -- start -----------------------------------------------------------------------------
 
-    async def start(self) -> int:
-        """Make the model READY; the generation that is running. Raises ProcessStartError."""
+    async def start(self, gpus: tuple[int, ...] | None = None) -> int:
+        """Make the model READY; the generation that is running. Raises ProcessStartError.
+
+        `gpus`: where a new child goes (CUDA_VISIBLE_DEVICES and `${GPUS}`); None leaves the
+        GPUs to the model's own env. A child already running or starting keeps its GPUs.
+        """
         while True:
             if self._closed:
                 raise ProcessStartError(f"model {self.spec.id!r} is shut down")
@@ -105,7 +110,7 @@ class ModelProcess:
                 continue
             if self._start_task is None:
                 self._aborting = False
-                task = self._spawn(self._start_child(), f"start:{self.spec.id}")
+                task = self._spawn(self._start_child(gpus), f"start:{self.spec.id}")
                 # A done callback, not a finally: a task cancelled before its first step never
                 # runs its body. Registered first, so it runs before any waiter wakes up.
                 task.add_done_callback(self._forget_start)
@@ -136,7 +141,7 @@ class ModelProcess:
         finally:
             self._start_waiters -= 1
 
-    async def _start_child(self) -> int:
+    async def _start_child(self, gpus: tuple[int, ...] | None) -> int:
         spec = self.spec
         if spec.port is not None and port_in_use(spec.port):
             log.warning(
@@ -150,9 +155,8 @@ class ModelProcess:
         began = loop.time()
         self._state = ModelState.STARTING
         try:
-            child = await Child.spawn(
-                spec.argv, env={**os.environ, **spec.env}, on_line=self._starting_line
-            )
+            argv, env = with_gpus(spec.argv, {**os.environ, **spec.env}, gpus)
+            child = await Child.spawn(argv, env=env, on_line=self._starting_line)
         except (OSError, subprocess.SubprocessError) as exc:
             self._settle_stopped(None)
             log.warning("model start failed model=%s reason=spawn error=%s", spec.id, exc)
@@ -167,7 +171,8 @@ class ModelProcess:
         self._child = child
         self._watch_task = self._spawn(self._watch(child, generation), f"watch:{spec.id}")
         ids = (spec.id, generation, child.pid)
-        log.info("model spawned model=%s generation=%d pid=%d", *ids)
+        placed = f" gpus={','.join(map(str, gpus))}" if gpus is not None else ""
+        log.info("model spawned model=%s generation=%d pid=%d%s", *ids, placed)
 
         progress = Readiness()
         url = self._health_url() if spec.check_endpoint is not None else None

@@ -17,6 +17,7 @@ from typing import Any, Protocol, assert_never
 from swapd.config.model import Config, ModelSpec
 from swapd.core.events import (
     Event,
+    GpuSampled,
     ProcessExited,
     RequestArrived,
     RequestReleased,
@@ -42,7 +43,8 @@ from swapd.errors import (
     SwapdHttpError,
 )
 from swapd.process.supervisor import ModelProcess
-from swapd.router.policy import describe_swap, make_planner, make_scheduler
+from swapd.router.gpus import GpuCoordinator
+from swapd.router.policy import describe_swap, evict_costs, make_planner, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ _REJECTIONS: Mapping[RejectKind, type[SwapdHttpError]] = {
     RejectKind.UNKNOWN_MODEL: ModelNotFound,
     RejectKind.OVER_LIMIT: ConcurrencyLimited,
     RejectKind.START_FAILED: ModelUnavailable,
+    RejectKind.NO_FIT: ModelUnavailable,
     RejectKind.UNLOADED: ModelUnavailable,
     RejectKind.SHUTTING_DOWN: ModelUnavailable,
 }
@@ -61,7 +64,10 @@ class ModelProcessLike(Protocol):
     @property
     def state(self) -> ModelState: ...
 
-    async def start(self) -> int: ...
+    @property
+    def pid(self) -> int | None: ...
+
+    async def start(self, gpus: tuple[int, ...] | None = None) -> int: ...
 
     async def stop(self, timeout_s: float | None = None) -> None: ...
 
@@ -86,8 +92,10 @@ class Router:
         *,
         process_factory: ProcessFactory = _default_process_factory,
         now: Callable[[], float] = time.monotonic,
+        gpus: GpuCoordinator | None = None,
     ) -> None:
         self._config = config
+        self._gpus = gpus
         self._now = now
         self._inbox: asyncio.Queue[Event] = asyncio.Queue()
         self._procs: dict[str, ModelProcessLike] = {
@@ -95,6 +103,8 @@ class Router:
             for mid, spec in config.models.items()
         }
         self._planner = make_planner(config)
+        if gpus is not None:
+            self._planner = gpus.wrap(self._planner, evict_costs(config))
         self._sched: Scheduler = make_scheduler(config, self, self._planner, now)
         self._snapshot: Mapping[str, ModelSnapshot] | None = None
         self._handling = False
@@ -187,6 +197,9 @@ class Router:
                 self._sched.on_stop_finished(ev)
             case Tick():
                 self._sched.on_tick()
+            case GpuSampled():
+                if self._gpus is not None:
+                    self._observe_gpus(ev)
             case ShutdownRequested():
                 self._sched.on_shutdown()
             case _:
@@ -232,6 +245,13 @@ class Router:
             self._changed_waiters += 1
             await self._changed.wait()
 
+    def model_pids(self) -> dict[str, int]:
+        """Root pid of every model child alive now."""
+        return {m: pid for m, proc in self._procs.items() if (pid := proc.pid) is not None}
+
+    def gpu_view(self) -> GpuCoordinator | None:
+        return self._gpus
+
     def recent_output(self, model: str, lines: int = 20) -> list[str]:
         proc = self._procs.get(model)
         return proc.output(lines) if proc is not None else []
@@ -267,6 +287,8 @@ class Router:
 
     def start_swap(self, model: str, evict: tuple[str, ...]) -> None:
         why = describe_swap(self._config, self._planner)
+        if self._gpus is not None and (placed := self._gpus.describe(model)):
+            why = f"{placed} {why}".strip()
         log.info(
             "swap start model=%s evict=%s%s",
             model,
@@ -310,7 +332,11 @@ class Router:
         started = self._now()
         try:
             await asyncio.gather(*(self._procs[m].stop() for m in evict))
-            generation = await self._procs[model].start()
+            gpus = self._config.models[model].gpus
+            if self._gpus is not None:
+                await self._gpus.wait_for_room(model, evict, self.model_pids, self.post)
+                gpus = self._gpus.gpus_for(model)
+            generation = await self._procs[model].start(gpus)
         except ProcessStartError as exc:
             log.warning("swap failed model=%s error=%s", model, str(exc).splitlines()[0])
             self.post(SwapFinished(model=model, error=str(exc)))
@@ -339,6 +365,14 @@ class Router:
             if isinstance(result, Exception):
                 log.error("stop crashed model=%s", model, exc_info=result)
         self.post(StopFinished(models=models, ticket=ticket))
+
+    def _observe_gpus(self, ev: GpuSampled) -> None:
+        assert self._gpus is not None
+        snapshot = self.snapshot()
+        live = (ModelState.STARTING, ModelState.READY, ModelState.STOPPING)
+        running = frozenset(m for m, s in snapshot.items() if s.state in live)
+        ready = frozenset(m for m, s in snapshot.items() if s.state == ModelState.READY)
+        self._gpus.observe(ev.sample, running, ready)
 
     def _exit_reporter(self, model: str) -> Callable[[int, str], None]:
         def report(generation: int, detail: str) -> None:

@@ -13,6 +13,7 @@ from swapd.core.plan import Planner
 from swapd.core.scheduler import Scheduler
 from swapd.core.serial import SerialScheduler
 from swapd.core.state import ModelRules
+from swapd.core.vram import VramPlanner
 
 
 def make_planner(config: Config) -> Planner:
@@ -20,6 +21,12 @@ def make_planner(config: Config) -> Planner:
     if routing.planner == "matrix" and routing.matrix is not None:
         return MatrixPlanner(routing.matrix)
     return GroupPlanner(routing.groups, config.models, symmetric=routing.symmetric_exclusive)
+
+
+def evict_costs(config: Config) -> dict[str, float]:
+    """What evicting each model costs: the matrix's evict_costs, else 1 each."""
+    matrix = config.routing.matrix
+    return {mid: float(matrix.cost(mid)) if matrix is not None else 1.0 for mid in config.models}
 
 
 def make_scheduler(
@@ -45,6 +52,8 @@ def describe_swap(config: Config, planner: Planner) -> str:
     """Why the planner chose the swap it was just told about (empty when there is no more to
     say than the evicted list)."""
     matrix = config.routing.matrix
+    if isinstance(planner, VramPlanner):
+        planner = planner.inner
     if not isinstance(planner, MatrixPlanner) or matrix is None:
         return ""
     decision = planner.last_decision()

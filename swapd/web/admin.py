@@ -9,6 +9,7 @@ from aiohttp import web
 from swapd.config.model import ModelSpec
 from swapd.core.state import ModelSnapshot, ModelState
 from swapd.web.context import CONTEXT
+from swapd.web.ports import GpuViewPort
 
 _NOT_LOADED = frozenset({ModelState.STOPPED, ModelState.FAILED})
 
@@ -18,6 +19,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/models", list_models)
     router.add_get("/models", list_models)
     router.add_get("/running", running)
+    router.add_get("/api/gpus", gpus)
     router.add_get("/unload", unload_all_text)
     router.add_post("/unload", unload_all_text)
     router.add_post("/api/models/unload", unload_all_json)
@@ -29,7 +31,9 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
-def _model_record(spec: ModelSpec, snap: ModelSnapshot | None, created: int) -> dict[str, Any]:
+def _model_record(
+    spec: ModelSpec, snap: ModelSnapshot | None, created: int, gpu: GpuViewPort | None
+) -> dict[str, Any]:
     state = snap.state if snap is not None else ModelState.STOPPED
     record: dict[str, Any] = {
         "id": spec.id,
@@ -43,6 +47,8 @@ def _model_record(spec: ModelSpec, snap: ModelSnapshot | None, created: int) -> 
         record["description"] = spec.description
     record["status"] = {"value": "unloaded" if state in _NOT_LOADED else "loaded"}
     swapd_meta = {**spec.metadata, "state": state.value, "aliases": list(spec.aliases)}
+    if gpu is not None:
+        swapd_meta.update(gpu.model_view(spec.id))
     record["meta"] = {"swapd": swapd_meta}
     return record
 
@@ -50,8 +56,9 @@ def _model_record(spec: ModelSpec, snap: ModelSnapshot | None, created: int) -> 
 async def list_models(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     snapshots = ctx.router.snapshot()
+    gpu = ctx.router.gpu_view()
     data = [
-        _model_record(spec, snapshots.get(model_id), ctx.created)
+        _model_record(spec, snapshots.get(model_id), ctx.created, gpu)
         for model_id, spec in sorted(ctx.config.models.items())
         if not spec.unlisted
     ]
@@ -65,23 +72,35 @@ def _seconds(value: float) -> float | int:
 async def running(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     snapshots = ctx.router.snapshot()
+    gpu = ctx.router.gpu_view()
     entries = []
     for model_id, spec in sorted(ctx.config.models.items()):
         snap = snapshots.get(model_id)
         if snap is None or snap.state == ModelState.STOPPED:
             continue
-        entries.append(
-            {
-                "model": model_id,
-                "state": snap.state.value,
-                "cmd": spec.cmd,
-                "proxy": spec.proxy,
-                "ttl": _seconds(spec.ttl_s),
-                "name": spec.name,
-                "description": spec.description,
-            }
-        )
+        entry = {
+            "model": model_id,
+            "state": snap.state.value,
+            "cmd": spec.cmd,
+            "proxy": spec.proxy,
+            "ttl": _seconds(spec.ttl_s),
+            "name": spec.name,
+            "description": spec.description,
+        }
+        if gpu is not None:
+            entry.update(gpu.model_view(model_id))
+        entries.append(entry)
     return web.json_response({"running": entries})
+
+
+async def gpus(request: web.Request) -> web.Response:
+    """Each GPU's memory and the models holding it (an empty list without NVML)."""
+    ctx = request.app[CONTEXT]
+    gpu = ctx.router.gpu_view()
+    if gpu is None:
+        return web.json_response({"monitor": "none", "planning": False, "gpus": []})
+    live = frozenset(m for m, s in ctx.router.snapshot().items() if s.state not in _NOT_LOADED)
+    return web.json_response(gpu.gpus_view(live))
 
 
 async def unload_all_text(request: web.Request) -> web.Response:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from swapd.core.state import Lease, ModelSnapshot
 
-__all__ = ["Lease", "RouterPort"]
+__all__ = ["GpuViewPort", "Lease", "RouterPort"]
+
+
+class GpuViewPort(Protocol):
+    """GPU placement and VRAM, JSON-ready (implemented by swapd.router.gpus.GpuCoordinator)."""
+
+    def model_view(self, model: str) -> dict[str, Any]:
+        """{"gpus": [...] | None, "vram": {"bytes", "source"}?, "vram_measured": {...}?}"""
+        ...
+
+    def gpus_view(self, running: frozenset[str]) -> dict[str, Any]:
+        """Each GPU's memory and which of the `running` models hold it."""
+        ...
 
 
 class RouterPort(Protocol):
@@ -28,6 +40,10 @@ class RouterPort(Protocol):
 
     def snapshot(self) -> Mapping[str, ModelSnapshot]:
         """Advisory view of every configured model, for listings. Never gate a decision on it."""
+        ...
+
+    def gpu_view(self) -> GpuViewPort | None:
+        """None when swapd runs without a GPU coordinator (tests)."""
         ...
 
     def recent_output(self, model: str, lines: int = 20) -> list[str]:

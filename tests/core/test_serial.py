@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swapd.core.events import RequestArrived, RequestReleased, StopFinished, SwapFinished
-from swapd.core.plan import Planner
+from swapd.core.plan import ModelUsage, Planner
 from swapd.core.serial import SerialScheduler
 from swapd.core.state import ModelRules, ModelState, RejectKind
 from tests.fakes.effects import FakeClock, FakeEffects
@@ -17,7 +17,9 @@ from tests.fakes.effects import FakeClock, FakeEffects
 class CoexistPlanner:
     """A planner that would let every model run together: serial must ignore it."""
 
-    def evictions(self, target: str, running: Iterable[str]) -> tuple[str, ...]:
+    def evictions(
+        self, target: str, running: Iterable[str], usage: ModelUsage | None = None
+    ) -> tuple[str, ...]:
         return ()
 
     def on_swap_start(self, target: str, evict: tuple[str, ...]) -> None:

@@ -28,6 +28,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, required=True, help="0 picks a free port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--model", default="fake", help="name reported as served_by / model_served")
+    p.add_argument("-m", dest="model_file", default=None, help="ignored, as llama-server's -m")
     p.add_argument("--chunks", type=int, default=3, help="SSE chunks per streamed answer")
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between SSE chunks")
     p.add_argument("--start-delay", type=float, default=0.0, help="sleep before listening")

@@ -32,11 +32,15 @@ class FakeProcess:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     _state: ModelState = ModelState.STOPPED
 
+    gpus: tuple[int, ...] | None = None
+    pid: int | None = None
+
     @property
     def state(self) -> ModelState:
         return self._state
 
-    async def start(self) -> int:
+    async def start(self, gpus: tuple[int, ...] | None = None) -> int:
+        self.gpus = gpus
         self.starts += 1
         self._state = ModelState.STARTING
         self.started.set()

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from swapd.core.state import ModelSnapshot
 from swapd.errors import SwapdHttpError
-from swapd.web.ports import Lease
+from swapd.web.ports import GpuViewPort, Lease
 from swapd.web.proxy import WHOLE_BODY_MAX
 
 _ABORT = object()
@@ -160,6 +160,7 @@ class FakeRouter:
         """Set when a caller was cancelled while acquire() waited."""
         self._release_seen = asyncio.Event()
         self.problems: list[str] = []
+        self.gpu: GpuViewPort | None = None
 
     async def acquire(self, model: str) -> Lease:
         self.acquired.append(model)
@@ -199,6 +200,9 @@ class FakeRouter:
 
     def recent_output(self, model: str, lines: int = 20) -> list[str]:
         return []
+
+    def gpu_view(self) -> GpuViewPort | None:
+        return self.gpu
 
     @property
     def outstanding(self) -> list[Lease]:
