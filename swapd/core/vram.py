@@ -160,8 +160,8 @@ class VramPlanner:
         ledger = self.ledger
         if not ledger.gpus:
             return base  # no sample yet: nothing to place by
-        if usage is not None and usage.is_running(target) and ledger.placement(target):
-            return base  # already placed; its memory is accounted for
+        if usage is not None and usage.is_running(target):
+            return base  # already loaded: its memory is in use, there is nothing to place
         options = [
             option
             for gpus in self._candidates(target)
