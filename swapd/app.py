@@ -11,6 +11,7 @@ from aiohttp import web
 from swapd.config.model import Config
 from swapd.errors import ConfigError
 from swapd.gpu.nvml import GpuMonitor, open_monitor
+from swapd.obs.hub import Observer
 from swapd.router.gpus import GpuCoordinator
 from swapd.router.loop import Router
 from swapd.web.server import make_app
@@ -39,7 +40,8 @@ async def serve(
     Raises ConfigError, before anything starts, when the config asks for GPUs or VRAM the
     host does not have.
     """
-    gpus = GpuCoordinator(config, monitor if monitor is not None else open_monitor())
+    obs = Observer(tuple(config.models))
+    gpus = GpuCoordinator(config, monitor if monitor is not None else open_monitor(), obs)
     try:
         problems = await gpus.prepare()
     except BaseException:
@@ -48,9 +50,9 @@ async def serve(
     if problems:
         await gpus.close()
         raise ConfigError(str(config.source or "config"), problems)
-    router = Router(config, gpus=gpus)
+    router = Router(config, gpus=gpus, obs=obs)
     runner = web.AppRunner(
-        make_app(config, router),
+        make_app(config, router, obs),
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=SHUTDOWN_GRACE_S,
@@ -81,6 +83,7 @@ async def serve(
         await runner.cleanup()
         await router.close()
         await gpus.close()
+        obs.bus.close()
         log.info("stopped")
 
 

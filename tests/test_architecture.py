@@ -17,8 +17,9 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "config": ({"core", "errors"}, {"yaml", "jsonschema"}),
     "process": ({"core", "config", "errors"}, {"aiohttp", "psutil"}),
     "gpu": ({"core", "config", "errors"}, {"pynvml", "psutil"}),
-    "web": ({"core", "config", "errors"}, {"aiohttp", "httptools"}),
-    "router": ({"core", "config", "process", "gpu", "errors"}, set()),
+    "web": ({"core", "config", "obs", "errors"}, {"aiohttp", "httptools"}),
+    "router": ({"core", "config", "process", "gpu", "obs", "errors"}, set()),
+    "obs": ({"core", "config", "errors"}, {"prometheus_client"}),
 }
 FORBIDDEN_IN_CORE = {"asyncio", "time", "subprocess", "threading", "socket"}
 

@@ -58,7 +58,7 @@ class OutputRing:
 
     def add(self, line: str) -> None:
         self._lines.append(line)
-        child_log.info("%s | %s", self.model, line)
+        child_log.info("%s | %s", self.model, line, extra={"model": self.model})
 
     def tail(self, lines: int | None = None) -> list[str]:
         if lines is None:

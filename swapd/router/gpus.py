@@ -24,6 +24,7 @@ from swapd.core.plan import Planner
 from swapd.core.vram import VramLedger, VramPlanner, VramRules, gib
 from swapd.gpu.estimate import estimate_vram
 from swapd.gpu.nvml import GpuMonitor
+from swapd.obs.hub import Observer
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,10 @@ def _cmd_key(spec: ModelSpec) -> str:
 
 
 class GpuCoordinator:
-    def __init__(self, config: Config, monitor: GpuMonitor) -> None:
+    def __init__(self, config: Config, monitor: GpuMonitor, obs: Observer | None = None) -> None:
         self._config = config
         self.monitor = monitor
+        self._obs = obs
         rules = {
             mid: VramRules(gpus=spec.gpus, split=spec.gpu_split, need=spec.vram_bytes)
             for mid, spec in config.models.items()
@@ -119,6 +121,8 @@ class GpuCoordinator:
     def observe(self, sample: GpuSample, running: frozenset[str], ready: frozenset[str]) -> None:
         """In the owner task: take a sample into the ledger; remember what was learned."""
         changed = self.ledger.observe(sample, running, ready)
+        if self._obs is not None:
+            self._obs.gpu_sampled(self.gpus_view(running))
         for model in changed:
             log.info(
                 "vram learned model=%s bytes=%d (%s)",

@@ -42,6 +42,7 @@ from swapd.errors import (
     ProcessStartError,
     SwapdHttpError,
 )
+from swapd.obs.hub import Observer
 from swapd.process.supervisor import ModelProcess
 from swapd.router.gpus import GpuCoordinator
 from swapd.router.policy import describe_swap, evict_costs, make_planner, make_scheduler
@@ -93,9 +94,11 @@ class Router:
         process_factory: ProcessFactory = _default_process_factory,
         now: Callable[[], float] = time.monotonic,
         gpus: GpuCoordinator | None = None,
+        obs: Observer | None = None,
     ) -> None:
         self._config = config
         self._gpus = gpus
+        self._obs = obs
         self._now = now
         self._inbox: asyncio.Queue[Event] = asyncio.Queue()
         self._procs: dict[str, ModelProcessLike] = {
@@ -160,6 +163,8 @@ class Router:
         finally:
             self._handling = False
         self._snapshot = None
+        if self._obs is not None:
+            self._obs.models_changed(self.snapshot())
         if self._changed_waiters:
             # Wake everyone waiting on the old event; later waiters get a fresh one.
             self._changed.set()
@@ -190,6 +195,8 @@ class Router:
                 self._sched.on_swap_finished(ev)
             case ProcessExited():
                 log.warning("model exited unexpectedly model=%s detail=%s", ev.model, ev.detail)
+                if self._obs is not None:
+                    self._obs.child_exited(ev.model, ev.detail)
                 self._sched.on_process_exited(ev)
             case UnloadRequested():
                 self._sched.on_unload(ev)
@@ -295,6 +302,8 @@ class Router:
             ",".join(evict) or "-",
             f" {why}" if why else "",
         )
+        if self._obs is not None:
+            self._obs.swap_started(model, evict, why)
         task = self._spawn(self._swap(model, evict), name=f"swap:{model}")
         self._swap_tasks[model] = task
 
@@ -330,25 +339,37 @@ class Router:
 
     async def _swap(self, model: str, evict: tuple[str, ...]) -> None:
         started = self._now()
+        evicted: float | None = None
+        error: str | None = None
         try:
             await asyncio.gather(*(self._procs[m].stop() for m in evict))
             gpus = self._config.models[model].gpus
             if self._gpus is not None:
                 await self._gpus.wait_for_room(model, evict, self.model_pids, self.post)
                 gpus = self._gpus.gpus_for(model)
+            evicted = self._now()
             generation = await self._procs[model].start(gpus)
         except ProcessStartError as exc:
             log.warning("swap failed model=%s error=%s", model, str(exc).splitlines()[0])
-            self.post(SwapFinished(model=model, error=str(exc)))
+            error = str(exc)
+            self.post(SwapFinished(model=model, error=error))
         except Exception as exc:
             # A bug must still answer the waiting requests, never leave them hanging.
             log.exception("swap crashed model=%s", model)
-            self.post(SwapFinished(model=model, error=f"model {model!r} failed to start: {exc!r}"))
+            error = f"model {model!r} failed to start: {exc!r}"
+            self.post(SwapFinished(model=model, error=error))
         else:
             took_ms = (self._now() - started) * 1000
             log.info("swap done model=%s generation=%d took_ms=%.1f", model, generation, took_ms)
             self.post(SwapFinished(model=model, generation=generation))
         finally:
+            task = asyncio.current_task()
+            if self._obs is not None and task is not None and not task.cancelling():
+                ended = self._now()
+                split = evicted if evicted is not None else ended
+                self._obs.swap_finished(
+                    model, evict, evict_s=split - started, ready_s=ended - split, error=error
+                )
             if self._swap_tasks.get(model) is asyncio.current_task():
                 del self._swap_tasks[model]
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from swapd.config.model import Config
+from swapd.obs.hub import Observer
 from swapd.web.openai import Catalog
 from swapd.web.ports import RouterPort
 from swapd.web.upstream import UpstreamPool
@@ -20,10 +21,14 @@ class WebContext:
     config: Config
     catalog: Catalog
     api_keys: tuple[bytes, ...]
+    obs: Observer
 
     @classmethod
-    def build(cls, config: Config, router: RouterPort, created: int) -> WebContext:
-        return cls(router, created, config, Catalog(config), cls._keys(config))
+    def build(
+        cls, config: Config, router: RouterPort, created: int, obs: Observer | None = None
+    ) -> WebContext:
+        obs = obs if obs is not None else Observer(tuple(config.models))
+        return cls(router, created, config, Catalog(config), cls._keys(config), obs)
 
     def use_config(self, config: Config) -> None:
         """Serve by a reloaded config. The body size limit stays the one the app was built with."""

@@ -17,7 +17,8 @@ from aiohttp.typedefs import Handler
 
 from swapd.config.model import Config
 from swapd.errors import MethodNotAllowed, PayloadTooLarge, SwapdHttpError
-from swapd.web import admin
+from swapd.obs.hub import Observer
+from swapd.web import admin, observe, streams, ui
 from swapd.web.auth import CREDENTIAL_HEADERS, access_middleware, add_cors_origin
 from swapd.web.context import CONTEXT, SESSION, WebContext
 from swapd.web.openai import find_model, rewrite_body
@@ -51,18 +52,21 @@ class RouteNotFound(SwapdHttpError):
     status, code = 404, "not_found"
 
 
-def make_app(config: Config, router: RouterPort) -> web.Application:
+def make_app(config: Config, router: RouterPort, obs: Observer | None = None) -> web.Application:
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[error_middleware, access_middleware],
     )
-    app[CONTEXT] = WebContext.build(config, router, created=int(time.time()))
+    app[CONTEXT] = WebContext.build(config, router, created=int(time.time()), obs=obs)
     app.cleanup_ctx.append(_client_session)
     app.on_response_prepare.append(add_cors_origin)
     for path in DISPATCHED_PATHS:
         app.router.add_post(path, handle_model_request)
     app.router.add_route(hdrs.METH_ANY, _UPSTREAM_PREFIX + "{tail:.*}", handle_upstream)
     admin.add_routes(app.router)
+    observe.add_routes(app.router)
+    streams.add_routes(app.router)
+    ui.add_routes(app.router)
     return app
 
 
