@@ -256,20 +256,17 @@ class GpuCoordinator:
 
     def gpus_view(self, running: frozenset[str]) -> dict[str, Any]:
         latest = self.monitor.latest
+        usage = latest.model_usage if latest is not None else {}
         gpus = []
         for info in latest.gpus if latest is not None else ():
-            holders = [
-                {
-                    "model": m,
-                    "planned_bytes": self.ledger.share(m, info.index),
-                    "measured_bytes": (latest.model_usage.get(m, {}) if latest else {}).get(
-                        info.index
-                    ),
-                }
-                for m in sorted(running)
-                if self.ledger.share(m, info.index)
-                or info.index in (latest.model_usage.get(m, {}) if latest else {})
-            ]
+            holders = []
+            for m in sorted(running):
+                planned = self.ledger.share(m, info.index)
+                measured = usage.get(m, {}).get(info.index)
+                if planned or measured is not None:
+                    holders.append(
+                        {"model": m, "planned_bytes": planned, "measured_bytes": measured}
+                    )
             gpus.append(
                 {
                     "index": info.index,
