@@ -24,8 +24,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# The whole suite, real llama-server end-to-end tests included (built once, then cached).
+# The whole suite, real llama-server end-to-end tests included (built once, then cached), and
+# the UI's browser test in Debian's chromium (installed with apt-get when missing).
 test: install lint typecheck
+	@scripts/ensure_chromium.sh
 	LLAMA_SERVER_BIN="$$(scripts/ensure_llama_server.sh)" SWAPD_REQUIRE_REAL=1 \
 		$(PY) -m pytest -q
 

@@ -41,6 +41,24 @@ async def serve(
     host does not have.
     """
     obs = Observer(tuple(config.models))
+    # From here on swapd's log and the models' output also go to GET /logs and the streams.
+    obs.logs.install()
+    try:
+        await _serve(config, host, port, obs, stop=stop, on_listening=on_listening, monitor=monitor)
+    finally:
+        obs.logs.remove()
+
+
+async def _serve(
+    config: Config,
+    host: str,
+    port: int,
+    obs: Observer,
+    *,
+    stop: asyncio.Event,
+    on_listening: Callable[[str, int], None] | None,
+    monitor: GpuMonitor | None,
+) -> None:
     gpus = GpuCoordinator(config, monitor if monitor is not None else open_monitor(), obs)
     try:
         problems = await gpus.prepare()
@@ -80,10 +98,12 @@ async def serve(
             await site.stop()
             await router.stop_routing()
     finally:
+        # End the log and event streams first: they never finish on their own, and the server's
+        # shutdown would otherwise wait SHUTDOWN_GRACE_S for them before cutting them.
+        obs.bus.close()
         await runner.cleanup()
         await router.close()
         await gpus.close()
-        obs.bus.close()
         log.info("stopped")
 
 

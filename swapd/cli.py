@@ -73,9 +73,15 @@ def _configure_logging(level: str) -> None:
                 "plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
             },
             "handlers": {
-                "stderr": {"class": "logging.StreamHandler", "formatter": "plain"},
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "plain",
+                    "level": _LEVELS[level],
+                },
             },
-            "root": {"level": _LEVELS[level], "handlers": ["stderr"]},
+            # The level filters stderr only: /logs and the UI still see models' output (INFO)
+            # when logLevel is warn or error.
+            "root": {"level": "DEBUG" if level == "debug" else "INFO", "handlers": ["stderr"]},
             "loggers": {"aiohttp.access": {"level": "WARNING"}},
         }
     )

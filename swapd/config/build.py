@@ -27,6 +27,7 @@ DEFAULT_CHECK_ENDPOINT = "/health"
 class ModelDefaults:
     global_ttl_s: int
     unload_timeout_s: int
+    send_loading_state: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ def build_model(report: Report, model: ModelInput, defaults: ModelDefaults) -> M
     limit = get_int(report, body, path, "concurrencyLimit", default=0, minimum=0)
     use_model_name = get_str(report, body, path, "useModelName", default="")
     unlisted = get_bool(report, body, path, "unlisted", default=False)
+    loading = get_bool(report, body, path, "sendLoadingState", default=defaults.send_loading_state)
     filters = _filters(report, body, path, known)
     aliases = tuple(alias for _, alias in get_str_list(report, body, path, "aliases"))
     if not (cmd_ok and stop_ok) or command is None:
@@ -92,6 +94,7 @@ def build_model(report: Report, model: ModelInput, defaults: ModelDefaults) -> M
         vram_bytes=gpu.vram_bytes,
         gpus=gpu.gpus,
         gpu_split=gpu.split,
+        send_loading_state=loading,
     )
 
 

@@ -23,7 +23,7 @@ from swapd.config.ports import MAX_PORT, allocate_ports, port_is_free
 from swapd.config.problems import ROOT_LABEL, KeyPath, Report, did_you_mean
 from swapd.config.routing import ROUTING_KEYS, build_routing, prune_nulls
 from swapd.config.schema import check_schema
-from swapd.config.values import get_int, get_str, get_str_list
+from swapd.config.values import get_bool, get_int, get_str, get_str_list
 from swapd.config.yamldoc import parse_yaml
 from swapd.errors import ConfigError
 
@@ -39,14 +39,13 @@ UNSUPPORTED_TOP_LEVEL = (
     "store",
     "ui",
     "performance",
-    "sendLoadingState",
     "includeAliasesInList",
     "upstream",
     "profiles",
     "selectors",
     "peers",
 )
-UNSUPPORTED_MODEL = ("sendLoadingState", "timeouts", "compat", "capabilities")
+UNSUPPORTED_MODEL = ("timeouts", "compat", "capabilities")
 UNSUPPORTED_FILTERS = ("setParamsByID",)
 _IGNORED_MESSAGE = "llama-swap setting not implemented by swapd yet; ignored"
 _PORT_REF = "${PORT}"
@@ -170,6 +169,7 @@ def _build(
     global_ttl = get_int(report, top, (), "globalTTL", default=0, minimum=0)
     unload = get_int(report, top, (), "unloadTimeout", default=0, minimum=0) or 10
     max_body = get_int(report, top, (), "maxBodyBytes", default=DEFAULT_MAX_BODY_BYTES, minimum=1)
+    loading = get_bool(report, top, (), "sendLoadingState", default=False)
     keys = get_str_list(report, top, (), "apiKeys")
     for where, key in keys:
         # A key literally named "${x}" is never what was meant.
@@ -182,7 +182,9 @@ def _build(
         raw_models = {}
     inputs = _expand_models(raw_models, global_defs, report)
     _allocate(inputs, start_port, port_free, report)
-    defaults = ModelDefaults(global_ttl_s=global_ttl, unload_timeout_s=unload)
+    defaults = ModelDefaults(
+        global_ttl_s=global_ttl, unload_timeout_s=unload, send_loading_state=loading
+    )
     models: dict[str, ModelSpec] = {}
     for model in inputs.values():
         if model.port is None and _PORT_REF in str(model.body.get("cmd", "")):
@@ -203,6 +205,7 @@ def _build(
         api_keys=api_keys,
         preload=preload,
         max_body_bytes=max_body,
+        send_loading_state=loading,
         routing=routing,
         gpu=gpu,
         source=source,

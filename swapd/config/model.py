@@ -66,6 +66,9 @@ class ModelSpec:
     the comma-joined indices the model was placed on; only models with `gpus` use it."""
     gpu_split: bool = False
     """True: the model uses all of `gpus` at once, its need divided evenly; False: one of them."""
+    send_loading_state: bool = False
+    """Streaming chat requests that wait for this model get progress chunks first (the model's
+    `sendLoadingState`, else the global one)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +120,8 @@ class Config:
     preload: tuple[str, ...] = ()
     """Model ids (aliases already resolved) loaded one after another at startup."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    send_loading_state: bool = False
+    """The global `sendLoadingState`; each ModelSpec holds the value that applies to it."""
     routing: Routing = field(default_factory=Routing)
     gpu: GpuSettings = field(default_factory=GpuSettings)
     source: Path | None = None

@@ -1,4 +1,4 @@
-"""The one place every observation goes: metrics, the activity log, the event bus.
+"""The one place every observation goes: metrics, the activity log, the logs, the event bus.
 
 The router, the GPU coordinator and the web layer call these hooks; they are synchronous,
 cheap and never raise into their caller's path.
@@ -10,9 +10,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from swapd.core.state import ModelSnapshot
+from swapd.core.state import ModelSnapshot, ModelState
 from swapd.obs.activity import ActivityLog, RequestRecord
 from swapd.obs.bus import EventBus
+from swapd.obs.logs import LogHub
 from swapd.obs.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,12 @@ class Observer:
         self.bus = EventBus()
         self.activity = ActivityLog(activity_capacity)
         self.metrics = Metrics(models)
-        self._last: dict[str, tuple[str, int, int, str | None]] = {}
+        self.logs = LogHub(self.bus)
+        """Installed on the root logger by app.serve(); until then it only holds what it is fed."""
+        # Every model starts stopped and idle, as /api/events' snapshot says: the first routing
+        # event publishes what changed, not every model's initial state.
+        idle = (ModelState.STOPPED.value, 0, 0, None)
+        self._last: dict[str, tuple[str, int, int, str | None]] = dict.fromkeys(models, idle)
 
     # -- router ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Listings and operations: /health, /v1/models, /running, /unload."""
+"""Listings and operations: /health, /v1/models, /running, /api/gpus, load and unload."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from swapd import __version__
 from swapd.config.model import ModelSpec
 from swapd.core.state import ModelSnapshot, ModelState
 from swapd.web.context import CONTEXT
@@ -16,12 +17,14 @@ _NOT_LOADED = frozenset({ModelState.STOPPED, ModelState.FAILED})
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/health", health)
+    router.add_get("/api/version", version)
     router.add_get("/v1/models", list_models)
     router.add_get("/models", list_models)
     router.add_get("/running", running)
     router.add_get("/api/gpus", gpus)
     router.add_get("/unload", unload_all_text)
     router.add_post("/unload", unload_all_text)
+    router.add_post("/api/models/load/{model:.+}", load_one)
     router.add_post("/api/models/unload", unload_all_json)
     router.add_post("/api/models/unload/{model:.+}", unload_one)
     router.add_post("/models/unload/{model:.+}", unload_one)
@@ -29,6 +32,10 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 async def health(request: web.Request) -> web.Response:
     return web.Response(text="OK")
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response({"version": __version__})
 
 
 def _model_record(
@@ -117,4 +124,18 @@ async def unload_one(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     model_id = ctx.catalog.require(request.match_info["model"])
     await ctx.router.unload((model_id,))
+    return web.json_response({"msg": "ok", "model": model_id})
+
+
+async def load_one(request: web.Request) -> web.Response:
+    """Start a model (as a request for it would) and answer once it is ready.
+
+    The load is an ordinary request to the router, so it queues, evicts and fails like one
+    (a failed start answers 503 with the reason); it is released at once, so the model's TTL
+    counts from here.
+    """
+    ctx = request.app[CONTEXT]
+    model_id = ctx.catalog.require(request.match_info["model"])
+    lease = await ctx.router.acquire(model_id)
+    ctx.router.release(lease)
     return web.json_response({"msg": "ok", "model": model_id})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -22,6 +23,9 @@ class WebContext:
     catalog: Catalog
     api_keys: tuple[bytes, ...]
     obs: Observer
+    session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    """Signs the `swapd_key` login cookie (swapd.web.auth); new each start, so a restart logs
+    every browser out."""
 
     @classmethod
     def build(

@@ -1,13 +1,23 @@
-"""Forwarding one request to a leased upstream and relaying its answer as it arrives."""
+"""Forwarding one request to a leased upstream and relaying its answer as it arrives.
+
+Each model-dispatched request carries a `Tally`: what the relay learns on the way (status,
+first byte, token counts) becomes the request's RequestRecord once the response is sent.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import hdrs, web
 
 from swapd.errors import UpstreamError
+from swapd.obs.activity import RequestRecord
+from swapd.obs.hub import Observer
+from swapd.obs.tokens import NO_TOKENS, JsonTokens, SseTokens, json_tokens, sniffer_for
 from swapd.web.ports import Lease
 from swapd.web.upstream import UpstreamBroke, UpstreamConnection, UpstreamPool
 
@@ -30,6 +40,113 @@ _HOP_BY_HOP = frozenset(
 )
 # The body is already read (Expect: 100-continue is done); the pool sets Host and Content-Length.
 _REQUEST_DROP = _HOP_BY_HOP | {"host", "expect"}
+CLIENT_LEFT = 499
+"""The status recorded when the client hung up before its response was complete (nginx's)."""
+ERROR_BODY_MAX = 64 * 1024
+"""Most bytes of an upstream error body read to turn it into an SSE error event."""
+ERROR_MESSAGE_MAX = 500
+"""An upstream's error message is cut to this many characters in the activity record."""
+_SSE = "text/event-stream"
+
+
+class Tally:
+    """What swapd learns about one model-dispatched request while serving it."""
+
+    __slots__ = (
+        "acquired",
+        "acquiring",
+        "endpoint",
+        "error",
+        "first_byte",
+        "model",
+        "payload",
+        "sniffer",
+        "started",
+        "status",
+        "streamed",
+    )
+
+    def __init__(self, model: str, endpoint: str, started: float, streamed: bool) -> None:
+        self.model = model
+        self.endpoint = endpoint
+        self.started = started
+        """time.monotonic() when the request arrived."""
+        self.streamed = streamed
+        """The request asked for a stream; then: the response is an event stream."""
+        self.acquiring = started
+        self.acquired: float | None = None
+        """When router.acquire() returned or raised."""
+        self.first_byte: float | None = None
+        self.status = 0
+        self.error: str | None = None
+        self.sniffer: SseTokens | JsonTokens | None = None
+        self.payload: bytes | None = None
+        """A whole JSON response body, read for tokens once it is sent."""
+
+    def fail(self, status: int, error: str) -> None:
+        self.status = status
+        self.error = error
+
+    def client_left(self) -> None:
+        self.fail(CLIENT_LEFT, "the client disconnected before the response was complete")
+
+    def record(self, ended: float) -> RequestRecord:
+        total = ended - self.started
+        if self.payload is not None:
+            tokens = json_tokens(self.payload)
+        elif self.sniffer is not None:
+            tokens = self.sniffer.result()
+        else:
+            tokens = NO_TOKENS
+        speed = tokens.tokens_per_s
+        first_byte = self.first_byte
+        if speed is None and tokens.tokens_out and self.streamed and first_byte is not None:
+            generating = ended - first_byte
+            speed = tokens.tokens_out / generating if generating > 0 else None
+        acquired = self.acquired if self.acquired is not None else ended
+        error = self.error
+        if error is None and self.status >= 400 and self.payload is not None:
+            error = _error_message(self.payload)
+        return RequestRecord(
+            at=time.time() - total,
+            model=self.model,
+            endpoint=self.endpoint,
+            status=self.status or 500,
+            streamed=self.streamed,
+            queue_wait_s=max(0.0, acquired - self.acquiring),
+            ttfb_s=first_byte - self.started if first_byte is not None else None,
+            total_s=total,
+            tokens_in=tokens.tokens_in,
+            tokens_out=tokens.tokens_out,
+            tokens_per_s=speed,
+            error=error,
+        )
+
+
+def _error_message(payload: bytes) -> str | None:
+    """The message of an upstream's JSON error body (OpenAI's shape, or a bare message)."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    for found in (error, body.get("message"), body.get("detail")):
+        if isinstance(found, str) and found:
+            return found[:ERROR_MESSAGE_MAX]
+    return None
+
+
+def report(obs: Observer, tally: Tally) -> None:
+    """Hand the finished request to the observer. Run it with loop.call_soon from the handler:
+    by then a whole body has been written, so reading its tokens delays nobody."""
+    try:
+        obs.request_finished(tally.record(time.monotonic()))
+    except Exception:
+        log.exception("could not record request model=%s", tally.model)
 
 
 def new_session() -> UpstreamPool:
@@ -67,48 +184,68 @@ async def forward(
     target: str,
     body: bytes,
     drop_headers: frozenset[str],
+    tally: Tally,
 ) -> web.StreamResponse:
     """Send the request to `lease.upstream + target` (path and query, still percent-encoded).
 
     Raises UpstreamError when no response head arrives; after that, failures end the response.
     """
-    headers = _filtered(
-        request.headers.items(), request.headers.get(hdrs.CONNECTION), _REQUEST_DROP, drop_headers
-    )
+    upstream = await _send(request, session, lease, target, body, drop_headers)
     try:
-        upstream = await session.request(lease.upstream, request.method, target, headers, body)
-    except OSError as exc:
-        raise UpstreamError(
-            f"model {lease.model!r}: no response from its server at {lease.upstream}: "
-            f"{exc or type(exc).__name__}"
-        ) from None
-    try:
-        return await _relay(request, upstream, lease)
+        return await _relay(request, upstream, lease, tally)
     finally:
         # Cut short (client left, upstream broke off, or cancelled), the connection is closed:
         # that is how llama-server learns nobody is listening, so it stops generating.
         session.release(upstream)
 
 
+async def _send(
+    request: web.Request,
+    session: UpstreamPool,
+    lease: Lease,
+    target: str,
+    body: bytes,
+    drop_headers: frozenset[str],
+) -> UpstreamConnection:
+    headers = _filtered(
+        request.headers.items(), request.headers.get(hdrs.CONNECTION), _REQUEST_DROP, drop_headers
+    )
+    try:
+        return await session.request(lease.upstream, request.method, target, headers, body)
+    except OSError as exc:
+        raise UpstreamError(
+            f"model {lease.model!r}: no response from its server at {lease.upstream}: "
+            f"{exc or type(exc).__name__}"
+        ) from None
+
+
+def _media_type(value: str) -> str:
+    return value.partition(";")[0].strip().lower()
+
+
 async def _relay(
-    request: web.Request, upstream: UpstreamConnection, lease: Lease
+    request: web.Request, upstream: UpstreamConnection, lease: Lease, tally: Tally
 ) -> web.StreamResponse:
     length: int | None = None
-    sse = False
+    media = ""
     connection = None
     for name, value in upstream.headers:
         lower = name.lower()
         if lower == "content-length":
             length = int(value)
         elif lower == "content-type":
-            sse = value.partition(";")[0].strip().lower() == "text/event-stream"
+            media = _media_type(value)
         elif lower == "connection" and connection is None:
             connection = value
+    sse = media == _SSE
     headers = _filtered(upstream.headers, connection, _HOP_BY_HOP)
     status, reason = upstream.status, upstream.reason or None
+    tally.status = status
+    tally.streamed = sse
     if request.method == hdrs.METH_HEAD or status in (204, 304):
         if length is not None and status != 204:
             headers.append((hdrs.CONTENT_LENGTH, str(length)))
+        tally.first_byte = time.monotonic()
         return web.Response(status=status, reason=reason, headers=headers)
     if not sse and length is not None and length <= WHOLE_BODY_MAX:
         try:
@@ -118,6 +255,9 @@ async def _relay(
                 f"model {lease.model!r}: its server at {lease.upstream} broke off the response: "
                 f"{exc}"
             ) from None
+        tally.first_byte = time.monotonic()
+        if media == "application/json" or media.endswith("+json"):
+            tally.payload = payload
         return web.Response(status=status, reason=reason, headers=headers, body=payload)
 
     out = web.StreamResponse(status=status, reason=reason, headers=headers)
@@ -126,28 +266,166 @@ async def _relay(
         out.headers["X-Accel-Buffering"] = "no"
     if length is not None:
         out.content_length = length
-    await out.prepare(request)
+    sniffer = tally.sniffer = sniffer_for(media)
+    try:
+        await out.prepare(request)
+        broke = await _pump(out, upstream, tally, sniffer)
+        if broke is None:
+            await out.write_eof()
+            return out
+    except ConnectionError:
+        log.debug("model=%s client left during a streamed response", lease.model)
+        tally.client_left()
+        return out
+    log.warning(
+        "model=%s upstream=%s broke off a streamed response after %d bytes: %s",
+        lease.model,
+        lease.upstream,
+        out.body_length,
+        broke,
+    )
+    tally.error = f"the model's server broke off the response: {broke}"
+    _abort(request)
+    return out
+
+
+async def _pump(
+    out: web.StreamResponse,
+    upstream: UpstreamConnection,
+    tally: Tally,
+    sniffer: SseTokens | JsonTokens | None,
+) -> UpstreamBroke | None:
+    """Relay body bytes until the upstream's body ends (None) or it breaks off (the error).
+
+    Raises ConnectionError when the client is gone. Each chunk goes to the client first and
+    to the token sniffer after.
+    """
+    try:
+        chunk = await upstream.read()
+    except UpstreamBroke as exc:
+        return exc
+    if not chunk:
+        return None
+    await out.write(chunk)
+    tally.first_byte = time.monotonic()
     while True:
+        if sniffer is not None:
+            sniffer.feed(chunk)
         try:
             chunk = await upstream.read()
         except UpstreamBroke as exc:
-            log.warning(
-                "model=%s upstream=%s broke off a streamed response after %d bytes: %s",
-                lease.model,
-                lease.upstream,
-                out.body_length,
-                exc,
-            )
-            _abort(request)
-            return out
+            return exc
+        if not chunk:
+            return None
+        await out.write(chunk)
+
+
+async def forward_into(
+    request: web.Request,
+    out: web.StreamResponse,
+    session: UpstreamPool,
+    lease: Lease,
+    target: str,
+    body: bytes,
+    drop_headers: frozenset[str],
+    tally: Tally,
+) -> None:
+    """Forward a streaming request whose event-stream response `out` is already under way.
+
+    The upstream's status and headers cannot be sent any more: a 200 event stream is relayed
+    into `out` as it comes, anything else (and any failure) ends `out` with an SSE error
+    event and `data: [DONE]`. Returns normally when the client left (tally says 499).
+    """
+    tally.status = 200
+    try:
+        upstream = await _send(request, session, lease, target, body, drop_headers)
+    except UpstreamError as exc:
+        tally.fail(exc.status, str(exc))
+        await end_with_error(out, tally, exc.body())
+        return
+    try:
+        media = ""
+        for name, value in upstream.headers:
+            if name.lower() == "content-type":
+                media = _media_type(value)
+        if upstream.status != 200 or media != _SSE:
+            await _upstream_refused(out, upstream, lease, tally, media)
+            return
+        sniffer = tally.sniffer = SseTokens()
+        broke = await _pump(out, upstream, tally, sniffer)
+        if broke is None:
+            await out.write_eof()
+            return
+        log.warning(
+            "model=%s upstream=%s broke off a streamed response after %d bytes: %s",
+            lease.model,
+            lease.upstream,
+            out.body_length,
+            broke,
+        )
+        message = f"model {lease.model!r}: its server broke off the response: {broke}"
+        tally.fail(502, message)
+        await end_with_error(out, tally, UpstreamError(message).body(), mid_event=True)
+    except ConnectionError:
+        log.debug("model=%s client left during a streamed response", lease.model)
+        tally.client_left()
+    finally:
+        session.release(upstream)
+
+
+async def _upstream_refused(
+    out: web.StreamResponse,
+    upstream: UpstreamConnection,
+    lease: Lease,
+    tally: Tally,
+    media: str,
+) -> None:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= ERROR_BODY_MAX and (chunk := await upstream.read()):
+            parts.append(chunk)
+            size += len(chunk)
+    except UpstreamBroke:
+        pass
+    payload = b"".join(parts)[:ERROR_BODY_MAX]
+    status = upstream.status
+    error: Any = None
+    if media == "application/json" or media.endswith("+json"):
         try:
-            if not chunk:
-                await out.write_eof()
-                return out
-            await out.write(chunk)
-        except ConnectionError:
-            log.debug("model=%s client left during a streamed response", lease.model)
-            return out
+            error = json.loads(payload).get("error")
+        except (ValueError, AttributeError):
+            error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message = error["message"]
+        body = {"error": error}
+    else:
+        detail = payload.decode("utf-8", "replace").strip()[:500]
+        if status == 200:
+            what = f"a {media or 'untyped'} body instead of an event stream"
+        else:
+            what = f"HTTP {status} {upstream.reason}".rstrip()
+        message = f"model {lease.model!r}: its server answered {what}" + (
+            f": {detail}" if detail else ""
+        )
+        body = UpstreamError(message).body()
+    tally.fail(status if status != 200 else 502, message)
+    await end_with_error(out, tally, body)
+
+
+async def end_with_error(
+    out: web.StreamResponse, tally: Tally, body: dict[str, Any], *, mid_event: bool = False
+) -> None:
+    """End an event stream with an error event and [DONE] (what OpenAI's clients expect)."""
+    event = b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\ndata: [DONE]\n\n"
+    if mid_event:
+        # The upstream may have stopped inside an event: end that one first.
+        event = b"\n\n" + event
+    try:
+        await out.write(event)
+        await out.write_eof()
+    except ConnectionError:
+        tally.client_left()
 
 
 def _abort(request: web.Request) -> None:

@@ -7,6 +7,7 @@ and closes the upstream connection of a running one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,12 +19,13 @@ from aiohttp.typedefs import Handler
 from swapd.config.model import Config
 from swapd.errors import MethodNotAllowed, PayloadTooLarge, SwapdHttpError
 from swapd.obs.hub import Observer
-from swapd.web import admin, observe, streams, ui
+from swapd.web import admin, auth, observe, streams, ui
 from swapd.web.auth import CREDENTIAL_HEADERS, access_middleware, add_cors_origin
 from swapd.web.context import CONTEXT, SESSION, WebContext
+from swapd.web.loading import CHAT_PATH, serve_with_loading_state, wants_loading_state
 from swapd.web.openai import find_model, rewrite_body
 from swapd.web.ports import RouterPort
-from swapd.web.proxy import forward, new_session
+from swapd.web.proxy import Tally, forward, new_session, report
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def make_app(config: Config, router: RouterPort, obs: Observer | None = None) ->
         app.router.add_post(path, handle_model_request)
     app.router.add_route(hdrs.METH_ANY, _UPSTREAM_PREFIX + "{tail:.*}", handle_upstream)
     admin.add_routes(app.router)
+    auth.add_routes(app.router)
     observe.add_routes(app.router)
     streams.add_routes(app.router)
     ui.add_routes(app.router)
@@ -143,19 +146,50 @@ async def _read_body(request: web.Request) -> bytes:
 
 
 async def _serve(
-    request: web.Request, model_id: str, target: str, body: bytes
+    request: web.Request,
+    tally: Tally,
+    target: str,
+    body: bytes,
+    loading_name: str | None = None,
 ) -> web.StreamResponse:
+    """Acquire the model, forward, release; record the request whatever happens.
+
+    `loading_name`: the model name the client asked for, when sendLoadingState applies.
+    """
     ctx = request.app[CONTEXT]
     drop = CREDENTIAL_HEADERS if ctx.api_keys else _NO_DROP
-    lease = await ctx.router.acquire(model_id)
     try:
-        return await forward(request, request.app[SESSION], lease, target, body, drop)
+        if loading_name is not None:
+            return await serve_with_loading_state(request, tally, loading_name, target, body, drop)
+        router = ctx.router
+        tally.acquiring = time.monotonic()
+        try:
+            lease = await router.acquire(tally.model)
+        finally:
+            tally.acquired = time.monotonic()
+        try:
+            return await forward(request, request.app[SESSION], lease, target, body, drop, tally)
+        finally:
+            router.release(lease)
+    except SwapdHttpError as err:
+        tally.fail(err.status, str(err))
+        raise
+    except asyncio.CancelledError:
+        tally.client_left()
+        raise
+    except Exception as exc:
+        tally.fail(500, f"internal error in swapd: {exc!r}")
+        raise
     finally:
-        ctx.router.release(lease)
+        # After the handler returns aiohttp writes the response in the same step; the record
+        # (and the token count of a whole body) is made after that, off the response's path.
+        asyncio.get_running_loop().call_soon(report, ctx.obs, tally)
 
 
 async def handle_model_request(request: web.Request) -> web.StreamResponse:
-    catalog = request.app[CONTEXT].catalog
+    started = time.monotonic()
+    ctx = request.app[CONTEXT]
+    catalog = ctx.catalog
     body = await _read_body(request)
     query_model = request.query.get("model") if request.query_string else None
     found = find_model(
@@ -164,11 +198,20 @@ async def handle_model_request(request: web.Request) -> web.StreamResponse:
     model_id = catalog.require(found.name)
     rewritten = rewrite_body(body, found, catalog.rewrite(model_id))
     target = request.rel_url.raw_path_qs
-    return await _serve(request, model_id, target, body if rewritten is None else rewritten)
+    obj = found.json_body
+    stream = obj is not None and obj.get("stream") is True
+    tally = Tally(model_id, request.path, started, stream)
+    loading = (
+        found.name
+        if stream and request.path == CHAT_PATH and wants_loading_state(ctx, model_id)
+        else None
+    )
+    return await _serve(request, tally, target, body if rewritten is None else rewritten, loading)
 
 
 async def handle_upstream(request: web.Request) -> web.StreamResponse:
     """ANY /upstream/<model>/<path>: forward <path> untouched to the model's server."""
+    started = time.monotonic()
     raw_path = request.rel_url.raw_path
     if not raw_path.startswith(_UPSTREAM_PREFIX):
         raise RouteNotFound(f"no such endpoint: {request.method} {request.path}")
@@ -183,4 +226,5 @@ async def handle_upstream(request: web.Request) -> web.StreamResponse:
         location = raw_path + "/" + (f"?{query}" if query else "")
         return web.Response(status=status, headers={hdrs.LOCATION: location})
     body = await _read_body(request)
-    return await _serve(request, model_id, rest + (f"?{query}" if query else ""), body)
+    tally = Tally(model_id, request.path, started, False)
+    return await _serve(request, tally, rest + (f"?{query}" if query else ""), body)

@@ -18,6 +18,8 @@ from swapd.config.schema import load_schema
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+# The API keys examples/api-keys.yaml reads from the environment.
+EXAMPLE_KEYS = ("SWAPD_API_KEY", "SWAPD_CI_KEY")
 
 
 def _all_free(port: int) -> bool:
@@ -28,6 +30,8 @@ def _all_free(port: int) -> bool:
 def _demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLAMA_SERVER_BIN", "/opt/llama.cpp/bin/llama-server")
     monkeypatch.setenv("SWAPD_DEMO_DIR", "/tmp/swapd-demo")
+    for name in EXAMPLE_KEYS:
+        monkeypatch.setenv(name, f"key-of-{name.lower()}")
 
 
 def test_examples_exist() -> None:
@@ -39,6 +43,8 @@ def test_examples_exist() -> None:
         "groups.yaml",
         "matrix.yaml",
         "multi-gpu.yaml",
+        "serial.yaml",
+        "api-keys.yaml",
     } <= names
 
 
@@ -53,7 +59,7 @@ def test_example_loads_without_problems_or_warnings(path: Path) -> None:
 @pytest.mark.parametrize("path", [REPO / "config.example.yaml", *EXAMPLES], ids=lambda p: p.name)
 def test_example_validates_against_the_schema(path: Path) -> None:
     text = path.read_text()
-    for name in ("LLAMA_SERVER_BIN", "SWAPD_DEMO_DIR"):
+    for name in ("LLAMA_SERVER_BIN", "SWAPD_DEMO_DIR", *EXAMPLE_KEYS):
         text = text.replace("${env." + name + "}", "/x")
     errors = list(Draft202012Validator(load_schema()).iter_errors(yaml.safe_load(text)))
     assert errors == []
