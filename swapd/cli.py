@@ -82,7 +82,12 @@ def _configure_logging(level: str) -> None:
             # The level filters stderr only: /logs and the UI still see models' output (INFO)
             # when logLevel is warn or error.
             "root": {"level": "DEBUG" if level == "debug" else "INFO", "handlers": ["stderr"]},
-            "loggers": {"aiohttp.access": {"level": "WARNING"}},
+            # Models' output reaches /logs without logging (see LogHub.model_line); through
+            # logging it only goes to stderr, so it is not even made into records unless printed.
+            "loggers": {
+                "aiohttp.access": {"level": "WARNING"},
+                "swapd.child": {"level": _LEVELS[level]},
+            },
         }
     )
 

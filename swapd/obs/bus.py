@@ -127,6 +127,10 @@ class EventBus:
         for sub in list(self._subscribers):
             sub.offer(notice)
 
+    def wants(self, kind: str) -> bool:
+        """Whether any subscriber takes `kind`: lets a costly publisher skip its work."""
+        return any(sub.kinds is None or kind in sub.kinds for sub in self._subscribers)
+
     def recent(self, kinds: Collection[str] | None = None) -> list[Notice]:
         """The last `backlog` notices of each kind, oldest first."""
         found = [

@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from swapd.obs.bus import EventBus
 
@@ -37,14 +37,39 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 CHILD_LOGGER = "swapd.child"
 
 
-@dataclass(frozen=True, slots=True)
 class LogLine:
-    model: str | None
-    """The model whose child printed it; None for swapd's own records."""
-    line: str
-    """Formatted for the combined log."""
-    output: str | None
-    """The model's line as the child printed it (model output only)."""
+    """One record of the combined log. Formatting the timestamp is most of a record's cost and
+    most records are never read, so the line is rendered on first read."""
+
+    __slots__ = ("_created", "_level", "_line", "_logger", "_message", "model", "output")
+
+    def __init__(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        model: str | None = None,
+        output: str | None = None,
+    ) -> None:
+        self.model = model
+        """The model whose child printed it; None for swapd's own records."""
+        self.output = output
+        """The model's line as the child printed it (model output only)."""
+        self._created = created
+        self._level = level
+        self._logger = logger
+        self._message = message
+        self._line: str | None = None
+
+    @property
+    def line(self) -> str:
+        """Formatted like the stderr log: "2025-01-02 03:04:05,678 INFO    logger: message"."""
+        if self._line is None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._created))
+            millis = int(self._created * 1000) % 1000
+            self._line = f"{stamp},{millis:03d} {self._level:<7} {self._logger}: {self._message}"
+        return self._line
 
 
 class LogHub(logging.Handler):
@@ -67,6 +92,8 @@ class LogHub(logging.Handler):
         self._loop_thread: int | None = None
         self._busy = threading.local()
         self._installed_on: logging.Logger | None = None
+        self._direct = False
+        """model_line() is in use: child records through logging would be kept twice."""
         self.dropped = 0
         """Records dropped: logged from inside the handler, or after the loop was closed."""
 
@@ -95,6 +122,8 @@ class LogHub(logging.Handler):
     # -- logging.Handler -----------------------------------------------------------------------
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._direct and record.name == CHILD_LOGGER:
+            return  # model_line() already has it
         if getattr(self._busy, "active", False):
             self.dropped += 1  # logged from inside this handler: recursing could never end
             return
@@ -117,14 +146,27 @@ class LogHub(logging.Handler):
             self._busy.active = False
 
     def _entry(self, record: logging.LogRecord) -> LogLine:
-        line = self.format(record)
-        model = getattr(record, "model", None) if record.name == CHILD_LOGGER else None
-        if not isinstance(model, str):
-            return LogLine(None, line, None)
         message = record.getMessage()
+        if record.exc_info or record.stack_info:
+            message = self.format(record).split(": ", 1)[-1]  # with the traceback
+        model = getattr(record, "model", None) if record.name == CHILD_LOGGER else None
+        stamp = (record.created, record.levelname, record.name, message)
+        if not isinstance(model, str):
+            return LogLine(*stamp)
         prefix = f"{model} | "
         output = message[len(prefix) :] if message.startswith(prefix) else message
-        return LogLine(model, line, output)
+        return LogLine(*stamp, model, output)
+
+    def model_line(self, model: str, line: str) -> None:
+        """A line a model's child printed, handed over by the process layer (on the loop's
+        thread) without a LogRecord: it is most of swapd's log traffic, and making records it
+        would only have dropped was a third of swapd's CPU per request under load."""
+        self._direct = True
+        entry = LogLine(time.time(), "INFO", CHILD_LOGGER, f"{model} | {line}", model, line)
+        if self._loop is None:
+            self._file(entry)
+        else:
+            self._deliver(entry)
 
     def _file(self, entry: LogLine) -> None:
         self._lines.append(entry)
@@ -138,7 +180,7 @@ class LogHub(logging.Handler):
         """On the loop's thread: file the line and publish it."""
         self._file(entry)
         bus = self.bus
-        if bus is not None:
+        if bus is not None and bus.wants("log"):
             data: dict[str, str | None] = {"model": entry.model, "line": entry.line}
             if entry.output is not None:
                 data["output"] = entry.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 child_log = logging.getLogger("swapd.child")
 
@@ -50,15 +51,21 @@ def _decode(raw: bytes) -> str:
 class OutputRing:
     """The last `capacity` lines of a model's output, stdout and stderr in arrival order."""
 
-    def __init__(self, model: str, capacity: int = 500) -> None:
+    def __init__(
+        self, model: str, capacity: int = 500, sink: Callable[[str, str], None] | None = None
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"output ring capacity must be at least 1, got {capacity}")
         self.model = model
         self._lines: deque[str] = deque(maxlen=capacity)
+        self._sink = sink
 
     def add(self, line: str) -> None:
         self._lines.append(line)
-        child_log.info("%s | %s", self.model, line, extra={"model": self.model})
+        if self._sink is not None:
+            self._sink(self.model, line)
+        if child_log.isEnabledFor(logging.INFO):
+            child_log.info("%s | %s", self.model, line, extra={"model": self.model})
 
     def tail(self, lines: int | None = None) -> list[str]:
         if lines is None:

@@ -44,11 +44,12 @@ class ModelProcess:
         start_timeout_s: float,
         on_unexpected_exit: Callable[[int, str], None] | None = None,
         output_lines: int = 500,
+        on_output: Callable[[str, str], None] | None = None,
     ) -> None:
         self.spec = spec
         self._start_timeout_s = start_timeout_s
         self._on_unexpected_exit = on_unexpected_exit
-        self._ring = OutputRing(spec.id, output_lines)
+        self._ring = OutputRing(spec.id, output_lines, sink=on_output)
         self._output_seen = asyncio.Event()
         self._state = ModelState.STOPPED
         self._generation = 0
@@ -78,7 +79,8 @@ class ModelProcess:
 
     def _starting_line(self, line: str) -> None:
         self._ring.add(line)
-        self._output_seen.set()
+        if self._state is ModelState.STARTING:
+            self._output_seen.set()  # readiness is polled at once: the child may be ready
 
     def output(self, lines: int | None = None) -> list[str]:
         return self._ring.tail(lines)

@@ -80,10 +80,18 @@ class ModelProcessLike(Protocol):
 ProcessFactory = Callable[[ModelSpec, float, Callable[[int, str], None]], ModelProcessLike]
 
 
-def _default_process_factory(
-    spec: ModelSpec, start_timeout_s: float, on_exit: Callable[[int, str], None]
-) -> ModelProcessLike:
-    return ModelProcess(spec, start_timeout_s=start_timeout_s, on_unexpected_exit=on_exit)
+def _process_factory(obs: Observer | None) -> ProcessFactory:
+    # Children's output goes straight to the log hub (/logs, the UI), not through logging.
+    sink = obs.logs.model_line if obs is not None else None
+
+    def make(
+        spec: ModelSpec, start_timeout_s: float, on_exit: Callable[[int, str], None]
+    ) -> ModelProcessLike:
+        return ModelProcess(
+            spec, start_timeout_s=start_timeout_s, on_unexpected_exit=on_exit, on_output=sink
+        )
+
+    return make
 
 
 class Router:
@@ -91,7 +99,7 @@ class Router:
         self,
         config: Config,
         *,
-        process_factory: ProcessFactory = _default_process_factory,
+        process_factory: ProcessFactory | None = None,
         now: Callable[[], float] = time.monotonic,
         gpus: GpuCoordinator | None = None,
         obs: Observer | None = None,
@@ -102,7 +110,9 @@ class Router:
         self._now = now
         self._inbox: asyncio.Queue[Event] = asyncio.Queue()
         self._procs: dict[str, ModelProcessLike] = {
-            mid: process_factory(spec, config.health_check_timeout_s, self._exit_reporter(mid))
+            mid: (process_factory or _process_factory(obs))(
+                spec, config.health_check_timeout_s, self._exit_reporter(mid)
+            )
             for mid, spec in config.models.items()
         }
         self._planner = make_planner(config)

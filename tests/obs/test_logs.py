@@ -197,6 +197,7 @@ async def test_a_log_call_from_inside_the_handler_does_not_recurse(
     private_logger: logging.Logger,
 ) -> None:
     bus = _LoggingBus(private_logger)
+    bus.subscribe(("log",))
     hub = LogHub(bus)
     hub.install(private_logger)
     try:
@@ -218,7 +219,9 @@ async def test_the_handler_never_raises_into_the_caller(
     private_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logging, "raiseExceptions", False)
-    hub = LogHub(_BrokenBus())
+    bus = _BrokenBus()
+    bus.subscribe(("log",))
+    hub = LogHub(bus)
     hub.install(private_logger)
     try:
         private_logger.info("the bus is broken")  # no exception
@@ -229,6 +232,41 @@ async def test_the_handler_never_raises_into_the_caller(
     assert hub.dropped == 1
 
 
+async def test_lines_are_not_published_while_nobody_listens_for_them(
+    private_logger: logging.Logger,
+) -> None:
+    bus = EventBus()
+    others = bus.subscribe(("model",))
+    hub = LogHub(bus)
+    hub.install(private_logger)
+    try:
+        private_logger.info("quiet")
+        listener = bus.subscribe(("log",))
+        private_logger.info("heard")
+    finally:
+        hub.remove()
+    assert hub.history()[-2].endswith("quiet")  # kept for /logs either way
+    assert bus.last_seq == 1
+    assert (await listener.get()).data["line"].endswith("heard")  # type: ignore[union-attr]
+    others.close()
+
+
 def test_capacities_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         LogHub(capacity=0)
+
+
+async def test_model_lines_handed_over_directly_are_kept_once(
+    private_logger: logging.Logger,
+) -> None:
+    hub = LogHub(EventBus())
+    hub.install(private_logger)
+    try:
+        hub.model_line("m", "loaded")
+        # The same line through logging (stderr at info) must not be kept a second time.
+        hub.handle(_record("%s | %s", "m", "loaded", name=CHILD_LOGGER, model="m"))
+    finally:
+        hub.remove()
+    assert hub.history("m") == ["loaded"]
+    assert len(hub.history()) == 1
+    assert hub.history()[0].endswith(" INFO    swapd.child: m | loaded")
