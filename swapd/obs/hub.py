@@ -43,9 +43,10 @@ class Observer:
             self._last[name] = key
             if before is None or before[0] != key[0] or before[3] != key[3]:
                 self.bus.publish("model", {"model": name, "state": key[0], "reason": snap.reason})
-            self.bus.publish(
-                "queue", {"model": name, "in_flight": snap.in_flight, "queued": snap.queued}
-            )
+            if self.bus.wants("queue"):  # changes twice per request: only for listeners
+                self.bus.publish(
+                    "queue", {"model": name, "in_flight": snap.in_flight, "queued": snap.queued}
+                )
         self.metrics.models_changed(snapshot)
 
     def swap_started(self, model: str, evict: tuple[str, ...], detail: str) -> None:
@@ -96,4 +97,5 @@ class Observer:
     def request_finished(self, record: RequestRecord) -> None:
         self.activity.add(record)
         self.metrics.request_finished(record)
-        self.bus.publish("activity", record.as_json())
+        if self.bus.wants("activity"):  # one per request: only for listeners
+            self.bus.publish("activity", record.as_json())

@@ -195,6 +195,9 @@ def _snapshot(ctx: WebContext, kinds: frozenset[str], history: bool) -> list[str
     if "gpu" in kinds and gpu is not None:
         live = frozenset(m for m, s in snapshots.items() if s.state not in _NOT_LOADED)
         out.append(_sse("gpu", gpu.gpus_view(live)))
+    if "swap" in kinds and history:
+        # Recent swaps, so a page opened now still shows the swap history.
+        out.extend(_sse("swap", dict(n.data)) for n in ctx.obs.bus.recent(("swap",)))
     if "log" in kinds and history:
         for entry in ctx.obs.logs.entries():
             data: dict[str, Any] = {"model": entry.model, "line": entry.line}

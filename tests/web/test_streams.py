@@ -383,6 +383,30 @@ async def test_events_kinds_filter_and_log_history(client: Client) -> None:
     assert live.data["line"].endswith("swapd.router: after")
 
 
+async def test_events_replay_recent_swaps_so_a_new_page_has_swap_history(
+    client: Client,
+) -> None:
+    obs = _obs(client)
+    obs.swap_started("llama", (), "")
+    obs.swap_finished("llama", (), evict_s=0.0, ready_s=0.5, error=None)
+    async with client.get("/api/events?kinds=swap") as resp:
+        snapshot, _ = await _until_snapshot(resp)
+    assert [(e.event, e.data["phase"]) for e in snapshot] == [("swap", "start"), ("swap", "done")]
+    async with client.get("/api/events?kinds=swap&no-history") as resp:
+        snapshot, _ = await _until_snapshot(resp)
+    assert snapshot == []
+
+
+async def test_queue_and_activity_notices_are_only_made_for_listeners(client: Client) -> None:
+    obs = _obs(client)
+    obs.models_changed({"llama": _snap("llama", ModelState.READY, in_flight=1)})
+    assert [n.kind for n in obs.bus.recent()] == ["model"]
+    listener = obs.bus.subscribe(("queue",))
+    obs.models_changed({"llama": _snap("llama", ModelState.READY, in_flight=0)})
+    assert [n.kind for n in obs.bus.recent()] == ["model", "queue"]
+    listener.close()
+
+
 async def test_events_log_without_history(client: Client) -> None:
     obs = _obs(client)
     _say(obs, "before")
