@@ -118,7 +118,10 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         and not key_matches(presented_keys(request), ctx.api_keys)
         and not session_cookie_valid(request, ctx)
     ):
-        raise Unauthorized(
+        # A page's own fetch() gets no Basic challenge: the browser would pop up its password
+        # dialog over the UI's login form (e.g. once a restart has ended the session).
+        scripted = request.headers.get("Sec-Fetch-Mode", "navigate").lower() != "navigate"
+        raise (Unchallenged if scripted else Unauthorized)(
             "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
         )
     return await handler(request)
@@ -159,11 +162,15 @@ def session_cookie_valid(request: web.Request, ctx: WebContext) -> bool:
     return ok
 
 
-class LoginFailed(Unauthorized):
+class Unchallenged(Unauthorized):
     """A 401 without WWW-Authenticate, so the browser shows the UI's form, not its own."""
 
     def headers(self) -> dict[str, str]:
         return {}
+
+
+class LoginFailed(Unchallenged):
+    """The UI's login form sent a wrong key."""
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -67,6 +67,19 @@ async def test_missing_or_wrong_key_is_401(
     assert router.acquired == []
 
 
+@pytest.mark.parametrize(
+    ("mode", "challenged"), [("cors", False), ("same-origin", False), ("navigate", True)]
+)
+async def test_a_pages_own_fetch_gets_a_401_without_basic_challenge(
+    keyed: Client, mode: str, challenged: bool
+) -> None:
+    # No WWW-Authenticate for fetch(): the browser would pop up its own password dialog.
+    resp = await keyed.get("/v1/models", headers={"Sec-Fetch-Mode": mode})
+    assert resp.status == 401
+    assert ("WWW-Authenticate" in resp.headers) is challenged
+    assert (await resp.json())["error"]["code"] == "invalid_api_key"
+
+
 async def test_admin_and_upstream_routes_need_the_key_too(keyed: Client) -> None:
     assert (await keyed.get("/v1/models")).status == 401
     assert (await keyed.post("/unload")).status == 401
