@@ -284,7 +284,13 @@ async def _relay(
         out.body_length,
         broke,
     )
-    tally.error = f"the model's server broke off the response: {broke}"
+    message = f"model {lease.model!r}: its server broke off the response: {broke}"
+    if sse:
+        # An event stream can still end well-formed: clients see an error event, then [DONE].
+        tally.fail(502, message)
+        await end_with_error(out, tally, UpstreamError(message).body(), mid_event=True)
+        return out
+    tally.error = message
     _abort(request)
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import socket
 from typing import Any
 
@@ -192,14 +193,34 @@ async def test_queued_request_is_served_once_the_router_grants(
     await router.wait_released(1)
 
 
-async def test_upstream_breaking_off_mid_stream_ends_the_response(
+async def test_upstream_breaking_off_an_event_stream_ends_it_with_an_error_event(
     client: Client, router: FakeRouter, upstream: FakeUpstream
 ) -> None:
     resp = await client.post(CHAT, json={"model": "llama"}, headers=SSE)
     upstream.send(b"data: 1\n\n")
     assert await resp.content.readexactly(9) == b"data: 1\n\n"
+    upstream.send(b'data: {"half')  # the server dies inside an event
     upstream.abort()
-    # The client must learn the response is incomplete, not see a clean end.
+    rest = (await resp.content.read()).decode()
+    # A well-formed end: the torn event closed, an OpenAI error event, then [DONE].
+    events = [e for e in rest.split("\n\n") if e.strip()]
+    assert events[0] == 'data: {"half'
+    error = json.loads(events[1].removeprefix("data: "))["error"]
+    assert error["code"] == "upstream_error"
+    assert "'llama'" in error["message"]
+    assert "broke off" in error["message"]
+    assert events[2] == "data: [DONE]"
+    await router.wait_released(1)
+
+
+async def test_upstream_breaking_off_a_plain_stream_ends_the_response_abruptly(
+    client: Client, router: FakeRouter, upstream: FakeUpstream
+) -> None:
+    resp = await client.post(CHAT, json={"model": "llama"}, headers={"X-Fake-Mode": "chunked"})
+    upstream.send(b"part 1")
+    assert await resp.content.readexactly(6) == b"part 1"
+    upstream.abort()
+    # Not an event stream: the client must learn the body is incomplete, not see a clean end.
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.content.read()
     await router.wait_released(1)
