@@ -1,4 +1,5 @@
-"""Command line: `swapd -config FILE [-listen HOST:PORT] [--check] [--log-level LEVEL]`.
+"""Command line: `swapd -config FILE [-listen HOST:PORT] [--check] [--log-level LEVEL]`, and
+`swapd schema`, which prints the config's JSON Schema (for editors) and needs no config.
 
 The only place that exits the process. Exit codes: 0 ok, 1 invalid config or runtime failure,
 2 usage error.
@@ -21,6 +22,7 @@ from swapd.app import serve
 from swapd.config.gpu_fit import gpu_problems
 from swapd.config.load import load_config
 from swapd.config.model import Config
+from swapd.config.schema import schema_text
 from swapd.errors import ConfigError
 from swapd.gpu.nvml import open_monitor
 
@@ -39,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="swapd",
         description="Model-swapping daemon: one OpenAI endpoint for llama-server models.",
+        epilog="`swapd schema` prints the config's JSON Schema, e.g. for an editor: "
+        "swapd schema > swapd.schema.json",
     )
     p.add_argument("-config", "--config", metavar="FILE", help="YAML config file (required)")
     p.add_argument(
@@ -93,6 +97,9 @@ def _configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["schema"]:
+        return _print_schema(args_in[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.config:
@@ -126,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
+    return 0
+
+
+def _print_schema(extra: list[str]) -> int:
+    """`swapd schema`: the packaged JSON Schema, the one the loader validates with."""
+    p = argparse.ArgumentParser(
+        prog="swapd schema",
+        description="Print the JSON Schema of swapd's config file (draft 2020-12) to stdout.",
+    )
+    p.parse_args(extra)
+    sys.stdout.write(schema_text())
     return 0
 
 

@@ -47,6 +47,11 @@ def load_schema() -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(_schema_text()))
 
 
+def schema_text() -> str:
+    """The schema file's text, exactly as packaged (what `swapd schema` prints)."""
+    return _schema_text()
+
+
 def _packaged() -> Traversable:
     return resources.files("swapd") / "_schema" / SCHEMA_NAME
 
