@@ -32,7 +32,7 @@ http://$LISTEN. Try, in another terminal:
   curl -s http://$LISTEN/running
   curl -s -X POST http://$LISTEN/unload
 
-The web UI is at http://127.0.0.1:8080/ui and Prometheus metrics at /metrics.
+The web UI is at http://$LISTEN/ui and Prometheus metrics at http://$LISTEN/metrics.
 Each request for another model swaps it in (watch the log below). Ctrl-C to stop.
 
 MSG
