@@ -20,6 +20,8 @@ import subprocess
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import psutil
+
 from swapd.config.model import ModelSpec
 from swapd.core.state import ModelState
 from swapd.errors import ProcessStartError
@@ -76,6 +78,23 @@ class ModelProcess:
     @property
     def pid(self) -> int | None:
         return self._child.pid if self._child is not None else None
+
+    async def confirm_exit(self, timeout_s: float = 1.0) -> bool:
+        """Whether the child is gone; if it has died but swapd has not reaped it yet (its socket
+        closes before SIGCHLD is handled), wait, bounded, until its watcher has recorded it."""
+        child = self._child
+        if child is None:
+            return True
+        if not child.exited.done():
+            try:
+                if psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                pass
+            await asyncio.wait({child.exited}, timeout=timeout_s)
+        if self._watch_task is not None:
+            await asyncio.wait({self._watch_task}, timeout=timeout_s)
+        return child.exited.done()
 
     def _starting_line(self, line: str) -> None:
         self._ring.add(line)

@@ -49,6 +49,9 @@ from swapd.router.policy import describe_swap, evict_costs, make_planner, make_s
 
 log = logging.getLogger(__name__)
 
+LOST_CHILD_WAIT_S = 1.0
+"""How long a request whose model died under it waits for swapd to notice, before retrying."""
+
 _REJECTIONS: Mapping[RejectKind, type[SwapdHttpError]] = {
     RejectKind.UNKNOWN_MODEL: ModelNotFound,
     RejectKind.OVER_LIMIT: ConcurrencyLimited,
@@ -71,6 +74,8 @@ class ModelProcessLike(Protocol):
     async def start(self, gpus: tuple[int, ...] | None = None) -> int: ...
 
     async def stop(self, timeout_s: float | None = None) -> None: ...
+
+    async def confirm_exit(self, timeout_s: float = 1.0) -> bool: ...
 
     def output(self, lines: int | None = None) -> list[str]: ...
 
@@ -261,6 +266,19 @@ class Router:
         while not predicate(self.snapshot()):
             self._changed_waiters += 1
             await self._changed.wait()
+
+    async def lost_child(self, lease: Lease) -> bool:
+        """The model's server answered nothing: True when its child has died and swapd has now
+        recorded that (so a new acquire starts it again), False when it is alive."""
+        proc = self._procs.get(lease.model)
+        if proc is None or not await proc.confirm_exit(LOST_CHILD_WAIT_S):
+            return False
+        try:
+            async with asyncio.timeout(LOST_CHILD_WAIT_S):
+                await self.wait_snapshot(lambda s: s[lease.model].state != ModelState.READY)
+        except TimeoutError:
+            return False
+        return True
 
     def model_pids(self) -> dict[str, int]:
         """Root pid of every model child alive now."""

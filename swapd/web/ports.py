@@ -32,6 +32,11 @@ class RouterPort(Protocol):
         """
         ...
 
+    async def lost_child(self, lease: Lease) -> bool:
+        """The model's server answered nothing. True when its process has died (and routing
+        now knows it, so acquiring again restarts the model); False when it is alive."""
+        ...
+
     def release(self, lease: Lease) -> None:
         """The response is finished (or the client left). Call exactly once per lease."""
 

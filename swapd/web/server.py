@@ -17,7 +17,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from swapd.config.model import Config
-from swapd.errors import MethodNotAllowed, PayloadTooLarge, SwapdHttpError
+from swapd.errors import MethodNotAllowed, PayloadTooLarge, SwapdHttpError, UpstreamError
 from swapd.obs.hub import Observer
 from swapd.web import admin, auth, observe, streams, ui
 from swapd.web.auth import CREDENTIAL_HEADERS, access_middleware, add_cors_origin
@@ -163,14 +163,23 @@ async def _serve(
             return await serve_with_loading_state(request, tally, loading_name, target, body, drop)
         router = ctx.router
         tally.acquiring = time.monotonic()
-        try:
-            lease = await router.acquire(tally.model)
-        finally:
-            tally.acquired = time.monotonic()
-        try:
-            return await forward(request, request.app[SESSION], lease, target, body, drop, tally)
-        finally:
-            router.release(lease)
+        for retry in (False, True):
+            try:
+                lease = await router.acquire(tally.model)
+            finally:
+                tally.acquired = time.monotonic()
+            try:
+                return await forward(
+                    request, request.app[SESSION], lease, target, body, drop, tally
+                )
+            except UpstreamError:
+                # Nothing reached the client. A child that died a moment ago (its socket closes
+                # before swapd reaps it) is restarted by a second acquire.
+                if retry or not await router.lost_child(lease):
+                    raise
+            finally:
+                router.release(lease)
+        raise AssertionError("unreachable")
     except SwapdHttpError as err:
         tally.fail(err.status, str(err))
         raise

@@ -54,14 +54,11 @@ async def test_child_killed_mid_stream_ends_the_stream_with_an_error_event_and_d
         assert events[-1] == "data: [DONE]"
         error = json.loads(events[-2].removeprefix("data: "))["error"]
         assert "'slow'" in error["message"]
-        # Once swapd has seen the child exit, the next request starts the model again. (A
-        # request that arrives in the few milliseconds before that gets a 502: issue 6.)
-        async with asyncio.timeout(10):
-            while await _state(call) == "ready":  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        assert await _state(call) == "failed"
+        # The very next request, even one sent before swapd has reaped the dead child, starts
+        # the model again.
         status, _ = await call(
             "POST", "/v1/chat/completions", {**body, "stream": False, "max_tokens": 4}
         )
         assert status == 200
         assert _llama_servers() != [pid]
+        assert await _state(call) == "ready"

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import aiohttp
 import psutil
@@ -327,3 +328,23 @@ async def test_close_ends_every_task_and_refuses_new_starts(make_process: MakePr
     assert ours == []
     with pytest.raises(ProcessStartError, match="shut down"):
         await mp.start()
+
+
+async def test_confirm_exit_tells_a_live_child_from_one_that_just_died(
+    make_process: MakeProcess,
+) -> None:
+    mp = make_process(fake_spec(model="mortal"))
+    await mp.start()
+    assert await mp.confirm_exit(0.5) is False
+    assert mp.pid is not None
+    child = psutil.Process(mp.pid)
+    os.kill(mp.pid, signal.SIGKILL)
+    # Wait for it to die without yielding to the event loop, so swapd cannot notice yet (the
+    # default asyncio loop reaps from a thread, uvloop only when its loop runs).
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.001)  # noqa: ASYNC251
+    assert not alive(child)
+    assert mp.state is ModelState.READY  # swapd has not noticed yet
+    assert await mp.confirm_exit(5.0) is True  # so this waits for the reaping
+    assert mp.state is not ModelState.READY

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +161,8 @@ class FakeRouter:
         self._release_seen = asyncio.Event()
         self.problems: list[str] = []
         self.gpu: GpuViewPort | None = None
+        self.lost: list[Lease] = []
+        self.revive: Callable[[], None] | None = None
 
     async def acquire(self, model: str) -> Lease:
         self.acquired.append(model)
@@ -203,6 +205,14 @@ class FakeRouter:
 
     def gpu_view(self) -> GpuViewPort | None:
         return self.gpu
+
+    async def lost_child(self, lease: Lease) -> bool:
+        """Calls `revive` when set (the test's stand-in for a restarted model)."""
+        self.lost.append(lease)
+        if self.revive is None:
+            return False
+        self.revive()
+        return True
 
     @property
     def outstanding(self) -> list[Lease]:

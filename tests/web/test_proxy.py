@@ -240,6 +240,35 @@ async def test_unreachable_upstream_is_502_naming_the_model(
     assert router.released == router.leases
 
 
+async def test_a_model_whose_server_died_unnoticed_is_acquired_again_once(
+    make_client: MakeClient, router: FakeRouter, upstream: FakeUpstream
+) -> None:
+    alive = router.upstream
+    router.upstream = f"http://127.0.0.1:{_closed_port()}"  # the child just died
+
+    def restarted() -> None:
+        router.upstream = alive
+
+    router.revive = restarted
+    client = await make_client()
+    resp = await client.post(CHAT, json={"model": "llama"})
+    assert resp.status == 200
+    assert len(router.lost) == 1
+    assert router.acquired == ["llama", "llama"]
+    await router.wait_released(2)
+
+
+async def test_a_model_whose_server_is_alive_but_refuses_is_not_retried(
+    make_client: MakeClient, router: FakeRouter
+) -> None:
+    router.upstream = f"http://127.0.0.1:{_closed_port()}"
+    client = await make_client()
+    resp = await client.post(CHAT, json={"model": "llama"})
+    assert resp.status == 502
+    assert router.acquired == ["llama"]
+    assert len(router.lost) == 1
+
+
 @pytest.mark.parametrize(
     ("error", "status", "headers"),
     [
