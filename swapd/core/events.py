@@ -50,6 +50,13 @@ class UnloadRequested:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResetRequested:
+    """An operator clears a model's failure count (it may be started again at once)."""
+
+    model: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StopFinished:
     models: tuple[str, ...]
     ticket: int | None
@@ -78,6 +85,7 @@ Event = (
     | SwapFinished
     | ProcessExited
     | UnloadRequested
+    | ResetRequested
     | StopFinished
     | Tick
     | GpuSampled

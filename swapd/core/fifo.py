@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from swapd.core.crashes import CrashGuard
 from swapd.core.effects import Effects
 from swapd.core.events import (
     ProcessExited,
     RequestArrived,
     RequestReleased,
+    ResetRequested,
     StopFinished,
     SwapFinished,
     UnloadRequested,
@@ -79,6 +81,7 @@ class FifoScheduler:
         self._swaps: dict[str, _Swap] = {}
         self._granted: dict[int, str] = {}
         self._shutting_down = False
+        self._crashes = CrashGuard()
 
     # -- events ---------------------------------------------------------------------------
 
@@ -137,12 +140,14 @@ class FifoScheduler:
             self._mark_stopped(name)
         m = self._models[ev.model]
         if ev.error is not None:
+            self._crashes.failed(ev.model, self._now())
             m.state, m.reason = ModelState.FAILED, ev.error
             for w in swap.waiters:
                 m.reserved -= 1
                 self._fx.reject(w.req_id, Rejection(RejectKind.START_FAILED, ev.error))
         else:
             m.state, m.reason, m.generation = ModelState.READY, None, ev.generation
+            self._crashes.ready(ev.model, self._now())
             m.last_used = self._now()
             for w in swap.waiters:
                 self._grant(w)
@@ -153,6 +158,7 @@ class FifoScheduler:
         if m is None or m.state != ModelState.READY or m.generation != ev.generation:
             return  # a stop we asked for, or an instance that was already replaced
         m.state, m.reason = ModelState.FAILED, ev.detail
+        self._crashes.failed(ev.model, self._now())
         self._drain()
 
     def on_unload(self, ev: UnloadRequested) -> None:
@@ -176,6 +182,11 @@ class FifoScheduler:
         for name in to_stop:
             self._models[name].state = ModelState.STOPPING
         self._fx.stop_models(tuple(sorted(to_stop)), ev.ticket)
+
+    def on_reset(self, ev: ResetRequested) -> None:
+        if ev.model in self._models:
+            self._crashes.reset(ev.model)
+            self._drain()
 
     def on_stop_finished(self, ev: StopFinished) -> None:
         for name in ev.models:
@@ -246,6 +257,8 @@ class FifoScheduler:
         m = self._models[w.model]
         if m.state == ModelState.STOPPING:
             return False
+        if self._refuse_failing(w):
+            return True
         running = {n for n, o in self._models.items() if o.state in _RUNNING} | set(self._swaps)
         running.discard(w.model)
         try:
@@ -263,6 +276,20 @@ class FifoScheduler:
         if self._collides(w.model, evict) or any(self._models[n].in_flight for n in evict):
             return False
         self._start_swap(w, evict)
+        return True
+
+    def _refuse_failing(self, w: _Waiting) -> bool:
+        """Reject `w` when its model keeps failing and may not be started again yet."""
+        m = self._models[w.model]
+        refusal = (
+            self._crashes.refusal(w.model, self._now()) if m.state is ModelState.FAILED else None
+        )
+        if refusal is None:
+            return False
+        m.reserved -= 1
+        self._fx.reject(
+            w.req_id, Rejection(RejectKind.START_FAILED, f"{refusal}; last failure: {m.reason}")
+        )
         return True
 
     def _collides(self, model: str, evict: tuple[str, ...]) -> bool:

@@ -14,6 +14,7 @@ from swapd.core.events import (
     ProcessExited,
     RequestArrived,
     RequestReleased,
+    ResetRequested,
     StopFinished,
     SwapFinished,
     UnloadRequested,
@@ -36,6 +37,9 @@ class Scheduler(Protocol):
 
     def on_unload(self, ev: UnloadRequested) -> None:
         """Fail waiters of the named models and stop them; Effects.unload_done(ticket) follows."""
+
+    def on_reset(self, ev: ResetRequested) -> None:
+        """Forget the model's failures: the next request may start it at once."""
 
     def on_stop_finished(self, ev: StopFinished) -> None:
         """Models asked to stop have stopped."""

@@ -20,6 +20,8 @@ class SerialScheduler(FifoScheduler):
         m = self._models[w.model]
         if m.state == ModelState.STOPPING:
             return False
+        if self._refuse_failing(w):
+            return True
         others = tuple(
             sorted(n for n, o in self._models.items() if o.state in _RUNNING and n != w.model)
         )

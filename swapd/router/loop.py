@@ -21,6 +21,7 @@ from swapd.core.events import (
     ProcessExited,
     RequestArrived,
     RequestReleased,
+    ResetRequested,
     ShutdownRequested,
     StopFinished,
     SwapFinished,
@@ -217,6 +218,9 @@ class Router:
                 self._sched.on_unload(ev)
             case StopFinished():
                 self._sched.on_stop_finished(ev)
+            case ResetRequested():
+                log.info("failures reset model=%s", ev.model)
+                self._sched.on_reset(ev)
             case Tick():
                 self._sched.on_tick()
             case GpuSampled():
@@ -255,6 +259,9 @@ class Router:
             await fut
         finally:
             self._unloads.pop(ticket, None)
+
+    def reset(self, model: str) -> None:
+        self.post(ResetRequested(model=model))
 
     def snapshot(self) -> Mapping[str, ModelSnapshot]:
         if self._snapshot is None:

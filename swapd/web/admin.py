@@ -28,6 +28,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/models/unload", unload_all_json)
     router.add_post("/api/models/unload/{model:.+}", unload_one)
     router.add_post("/models/unload/{model:.+}", unload_one)
+    router.add_post("/api/models/reset/{model:.+}", reset_one)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -138,4 +139,12 @@ async def load_one(request: web.Request) -> web.Response:
     model_id = ctx.catalog.require(request.match_info["model"])
     lease = await ctx.router.acquire(model_id)
     ctx.router.release(lease)
+    return web.json_response({"msg": "ok", "model": model_id})
+
+
+async def reset_one(request: web.Request) -> web.Response:
+    """Clear a model's failure count (crash-loop hold or backoff); it is not started here."""
+    ctx = request.app[CONTEXT]
+    model_id = ctx.catalog.require(request.match_info["model"])
+    ctx.router.reset(model_id)
     return web.json_response({"msg": "ok", "model": model_id})

@@ -43,6 +43,9 @@ class RouterPort(Protocol):
     async def unload(self, models: tuple[str, ...] | None) -> None:
         """Stop these models (None: all) and return when they have stopped."""
 
+    def reset(self, model: str) -> None:
+        """Forget a held or backing-off model's failures, so the next request starts it."""
+
     def snapshot(self) -> Mapping[str, ModelSnapshot]:
         """Advisory view of every configured model, for listings. Never gate a decision on it."""
         ...

@@ -62,3 +62,25 @@ async def test_child_killed_mid_stream_ends_the_stream_with_an_error_event_and_d
         assert status == 200
         assert _llama_servers() != [pid]
         assert await _state(call) == "ready"
+
+
+async def test_crash_looping_model_backs_off_and_an_operator_reset_retries_it(
+    tmp_path: Path, llama_server_bin: Path, tiny_models: Path
+) -> None:
+    cmd = " ".join(llama_server_cmd(llama_server_bin, tiny_models / "tiny-a.gguf"))
+    config = write_config(tmp_path, f"  broken:\n    cmd: {cmd} --no-such-flag\n")
+    chat = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
+    async with running_swapd(config, NullMonitor()) as (_, call):  # type: ignore[arg-type]
+        messages = []
+        for _ in range(3):
+            status, body = await call("POST", "/v1/chat/completions", chat)
+            assert status == 503
+            messages.append(body["error"]["message"])
+        # Two real starts failed with llama-server's own complaint; the third was not tried.
+        assert "no-such-flag" in messages[0]
+        assert "no-such-flag" in messages[1]
+        assert "failed 2 times in a row; the next attempt may start in" in messages[2]
+        assert (await call("POST", "/api/models/reset/broken"))[0] == 200
+        status, body = await call("POST", "/v1/chat/completions", chat)
+        assert status == 503
+        assert "next attempt" not in body["error"]["message"]  # tried again at once

@@ -162,6 +162,7 @@ class FakeRouter:
         self.problems: list[str] = []
         self.gpu: GpuViewPort | None = None
         self.lost: list[Lease] = []
+        self.resets: list[str] = []
         self.revive: Callable[[], None] | None = None
 
     async def acquire(self, model: str) -> Lease:
@@ -205,6 +206,9 @@ class FakeRouter:
 
     def gpu_view(self) -> GpuViewPort | None:
         return self.gpu
+
+    def reset(self, model: str) -> None:
+        self.resets.append(model)
 
     async def lost_child(self, lease: Lease) -> bool:
         """Calls `revive` when set (the test's stand-in for a restarted model)."""

@@ -134,3 +134,22 @@ async def test_unload_unknown_model_is_404(client: Client, router: FakeRouter) -
     assert resp.status == 404
     assert (await resp.json())["error"]["code"] == "model_not_found"
     assert router.unloaded == []
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [("/api/models/reset/org/qwen:7b", "org/qwen:7b"), ("/api/models/reset/l", "llama")],
+)
+async def test_reset_clears_a_models_failures(
+    client: Client, router: FakeRouter, path: str, model: str
+) -> None:
+    resp = await client.post(path)
+    assert resp.status == 200
+    assert await resp.json() == {"msg": "ok", "model": model}
+    assert router.resets == [model]
+
+
+async def test_reset_unknown_model_is_404(client: Client, router: FakeRouter) -> None:
+    resp = await client.post("/api/models/reset/lama")
+    assert resp.status == 404
+    assert router.resets == []
