@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -26,7 +27,8 @@ from swapd.config.model import ModelSpec
 from swapd.core.state import ModelState
 from swapd.errors import ProcessStartError
 from swapd.process.gpu_env import with_gpus
-from swapd.process.health import Readiness, ready_unless_exited
+from swapd.process.health import Readiness, probe_http, ready_unless_exited
+from swapd.process.kill import kill_group, kill_survivors, snapshot_descendants
 from swapd.process.output import OutputRing
 from swapd.process.ports import LOOPBACK, port_in_use
 from swapd.process.spawn import Child, describe_exit, parent_death_signal_supported
@@ -35,6 +37,10 @@ from swapd.process.stop import REAP_TIMEOUT_S, terminate
 log = logging.getLogger(__name__)
 
 ERROR_TAIL_LINES = 15
+LIVENESS_INTERVAL_S = 10.0
+LIVENESS_TIMEOUT_S = 5.0
+LIVENESS_MISSES = 3
+"""A ready child that answers none of this many health checks in a row is hung: killed."""
 _FAILED = "model start failed model=%s generation=%d pid=%d "
 
 
@@ -47,11 +53,17 @@ class ModelProcess:
         on_unexpected_exit: Callable[[int, str], None] | None = None,
         output_lines: int = 500,
         on_output: Callable[[str, str], None] | None = None,
+        liveness_interval_s: float = LIVENESS_INTERVAL_S,
+        liveness_timeout_s: float = LIVENESS_TIMEOUT_S,
     ) -> None:
         self.spec = spec
         self._start_timeout_s = start_timeout_s
         self._on_unexpected_exit = on_unexpected_exit
         self._ring = OutputRing(spec.id, output_lines, sink=on_output)
+        self._liveness_interval_s = liveness_interval_s
+        self._liveness_timeout_s = liveness_timeout_s
+        self._hung: str | None = None
+        """Why the liveness check killed the current child, for the exit report."""
         self._output_seen = asyncio.Event()
         self._state = ModelState.STOPPED
         self._generation = 0
@@ -269,7 +281,14 @@ class ModelProcess:
     # -- after READY -------------------------------------------------------------------------
 
     async def _watch(self, child: Child, generation: int) -> None:
-        await asyncio.wait({child.finished})
+        liveness = None
+        if self.spec.check_endpoint is not None and self._liveness_interval_s > 0:
+            liveness = self._spawn(self._check_liveness(child), f"liveness:{self.spec.id}")
+        try:
+            await asyncio.wait({child.finished})
+        finally:
+            if liveness is not None:
+                liveness.cancel()
         if child is not self._child or self._state is not ModelState.READY:
             return  # a start or a stop owns this exit
         if self._stop_task is not None:
@@ -284,12 +303,40 @@ class ModelProcess:
             child.pid,
             rc,
         )
-        detail = f"model {self.spec.id!r} {describe_exit(rc)}; {self._last_output()}"
+        hung, self._hung = self._hung, None
+        died = hung or describe_exit(rc)
+        detail = f"model {self.spec.id!r} {died}; {self._last_output()}"
         if self._on_unexpected_exit is not None:
             try:
                 self._on_unexpected_exit(generation, detail)
             except Exception:
                 log.exception("on_unexpected_exit callback failed model=%s", self.spec.id)
+
+    async def _check_liveness(self, child: Child) -> None:
+        """Probe a ready child's checkEndpoint now and then; kill it when it stops answering.
+
+        Only silence counts (a timeout, a refused or dropped connection): any HTTP status means
+        the server is alive, and llama-server keeps answering /health while it generates."""
+        url = self._health_url()
+        misses = 0
+        while True:
+            await asyncio.sleep(self._liveness_interval_s)
+            if child is not self._child or self._stop_task is not None:
+                return
+            if self._state is not ModelState.READY:
+                continue
+            answer = await probe_http(url, self._liveness_timeout_s)
+            misses = misses + 1 if isinstance(answer, str) else 0
+            if misses < LIVENESS_MISSES:
+                continue
+            self._hung = (
+                f"stopped answering its health check ({url}: {answer}, {misses} times in a "
+                "row) and was killed"
+            )
+            log.warning("model hung model=%s pid=%d: killing it", self.spec.id, child.pid)
+            kill_survivors(snapshot_descendants(child.pid))
+            kill_group(child.pid, signal.SIGKILL)
+            return
 
     # -- stop --------------------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ class MakeProcess(Protocol):
         start_timeout_s: float = ...,
         on_unexpected_exit: Callable[[int, str], None] | None = ...,
         output_lines: int = ...,
+        liveness_interval_s: float = ...,
     ) -> ModelProcess: ...
 
 
@@ -110,12 +111,15 @@ async def make_process() -> AsyncIterator[MakeProcess]:
         start_timeout_s: float = 20.0,
         on_unexpected_exit: Callable[[int, str], None] | None = None,
         output_lines: int = 500,
+        liveness_interval_s: float = 10.0,
     ) -> ModelProcess:
         mp = ModelProcess(
             spec,
             start_timeout_s=start_timeout_s,
             on_unexpected_exit=on_unexpected_exit,
             output_lines=output_lines,
+            liveness_interval_s=liveness_interval_s,
+            liveness_timeout_s=min(5.0, liveness_interval_s),
         )
         made.append(mp)
         return mp

@@ -348,3 +348,23 @@ async def test_confirm_exit_tells_a_live_child_from_one_that_just_died(
     assert mp.state is ModelState.READY  # swapd has not noticed yet
     assert await mp.confirm_exit(5.0) is True  # so this waits for the reaping
     assert mp.state is not ModelState.READY
+
+
+async def test_a_ready_child_that_stops_answering_is_killed_and_reported(
+    make_process: MakeProcess,
+) -> None:
+    reported: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    mp = make_process(
+        fake_spec(model="frozen"),
+        on_unexpected_exit=lambda _gen, detail: reported.set_result(detail),
+        liveness_interval_s=0.05,
+    )
+    await mp.start()
+    assert mp.pid is not None
+    child = psutil.Process(mp.pid)
+    os.kill(mp.pid, signal.SIGSTOP)  # alive, but answers nothing: hung
+    detail = await asyncio.wait_for(reported, 10)
+    assert "stopped answering its health check" in detail
+    assert "killed" in detail
+    assert mp.state is ModelState.STOPPED
+    await wait_gone([child], 5)
