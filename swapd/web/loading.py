@@ -28,7 +28,8 @@ from swapd.errors import SwapdHttpError
 from swapd.obs.bus import EventBus, Subscription
 from swapd.web.context import CONTEXT, SESSION, WebContext
 from swapd.web.ports import RouterPort
-from swapd.web.proxy import Tally, end_with_error, forward, forward_into
+from swapd.web.proxy import end_with_error, forward, forward_into
+from swapd.web.tally import Tally
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from swapd.web.context import CONTEXT, SESSION, WebContext
 from swapd.web.loading import CHAT_PATH, serve_with_loading_state, wants_loading_state
 from swapd.web.openai import find_model, rewrite_body
 from swapd.web.ports import RouterPort
-from swapd.web.proxy import Tally, forward, new_session, report
+from swapd.web.proxy import forward, new_session
+from swapd.web.tally import Tally, report
 
 log = logging.getLogger(__name__)
 
