@@ -12,9 +12,9 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol, assert_never
+from typing import Any, assert_never
 
-from swapd.config.model import Config, ModelSpec
+from swapd.config.model import Config
 from swapd.core.events import (
     Event,
     GpuSampled,
@@ -44,9 +44,9 @@ from swapd.errors import (
     SwapdHttpError,
 )
 from swapd.obs.hub import Observer
-from swapd.process.supervisor import ModelProcess
 from swapd.router.gpus import GpuCoordinator
 from swapd.router.policy import describe_swap, evict_costs, make_planner, make_scheduler
+from swapd.router.processes import ModelProcessLike, ProcessFactory, make_process_factory
 
 log = logging.getLogger(__name__)
 
@@ -61,43 +61,6 @@ _REJECTIONS: Mapping[RejectKind, type[SwapdHttpError]] = {
     RejectKind.UNLOADED: ModelUnavailable,
     RejectKind.SHUTTING_DOWN: ModelUnavailable,
 }
-
-
-class ModelProcessLike(Protocol):
-    """What the router needs from a model's process (swapd.process.supervisor.ModelProcess)."""
-
-    @property
-    def state(self) -> ModelState: ...
-
-    @property
-    def pid(self) -> int | None: ...
-
-    async def start(self, gpus: tuple[int, ...] | None = None) -> int: ...
-
-    async def stop(self, timeout_s: float | None = None) -> None: ...
-
-    async def confirm_exit(self, timeout_s: float = 1.0) -> bool: ...
-
-    def output(self, lines: int | None = None) -> list[str]: ...
-
-    async def close(self) -> None: ...
-
-
-ProcessFactory = Callable[[ModelSpec, float, Callable[[int, str], None]], ModelProcessLike]
-
-
-def _process_factory(obs: Observer | None) -> ProcessFactory:
-    # Children's output goes straight to the log hub (/logs, the UI), not through logging.
-    sink = obs.logs.model_line if obs is not None else None
-
-    def make(
-        spec: ModelSpec, start_timeout_s: float, on_exit: Callable[[int, str], None]
-    ) -> ModelProcessLike:
-        return ModelProcess(
-            spec, start_timeout_s=start_timeout_s, on_unexpected_exit=on_exit, on_output=sink
-        )
-
-    return make
 
 
 class Router:
@@ -116,7 +79,7 @@ class Router:
         self._now = now
         self._inbox: asyncio.Queue[Event] = asyncio.Queue()
         self._procs: dict[str, ModelProcessLike] = {
-            mid: (process_factory or _process_factory(obs))(
+            mid: (process_factory or make_process_factory(obs))(
                 spec, config.health_check_timeout_s, self._exit_reporter(mid)
             )
             for mid, spec in config.models.items()
