@@ -23,7 +23,7 @@ from swapd.config.ports import MAX_PORT, allocate_ports, port_is_free
 from swapd.config.problems import ROOT_LABEL, KeyPath, Report, did_you_mean
 from swapd.config.routing import ROUTING_KEYS, build_routing, prune_nulls
 from swapd.config.schema import check_schema
-from swapd.config.values import get_bool, get_int, get_str, get_str_list
+from swapd.config.values import get_bool, get_float, get_int, get_str, get_str_list
 from swapd.config.yamldoc import parse_yaml
 from swapd.errors import ConfigError
 
@@ -170,6 +170,8 @@ def _build(
     unload = get_int(report, top, (), "unloadTimeout", default=0, minimum=0) or 10
     max_body = get_int(report, top, (), "maxBodyBytes", default=DEFAULT_MAX_BODY_BYTES, minimum=1)
     loading = get_bool(report, top, (), "sendLoadingState", default=False)
+    liveness = get_float(report, top, (), "livenessInterval", default=10.0, minimum=0)
+    liveness_timeout = get_float(report, top, (), "livenessTimeout", default=5.0, minimum=0.1)
     keys = get_str_list(report, top, (), "apiKeys")
     for where, key in keys:
         # A key literally named "${x}" is never what was meant.
@@ -206,6 +208,8 @@ def _build(
         preload=preload,
         max_body_bytes=max_body,
         send_loading_state=loading,
+        liveness_interval_s=liveness,
+        liveness_timeout_s=liveness_timeout,
         routing=routing,
         gpu=gpu,
         source=source,

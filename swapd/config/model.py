@@ -120,6 +120,9 @@ class Config:
     preload: tuple[str, ...] = ()
     """Model ids (aliases already resolved) loaded one after another at startup."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    liveness_interval_s: float = 10.0
+    """swapd only: seconds between health probes of a ready model; 0 turns them off."""
+    liveness_timeout_s: float = 5.0
     send_loading_state: bool = False
     """The global `sendLoadingState`; each ModelSpec holds the value that applies to it."""
     routing: Routing = field(default_factory=Routing)

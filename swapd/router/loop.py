@@ -79,7 +79,7 @@ class Router:
         self._now = now
         self._inbox: asyncio.Queue[Event] = asyncio.Queue()
         self._procs: dict[str, ModelProcessLike] = {
-            mid: (process_factory or make_process_factory(obs))(
+            mid: (process_factory or make_process_factory(config, obs))(
                 spec, config.health_check_timeout_s, self._exit_reporter(mid)
             )
             for mid, spec in config.models.items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from swapd.config.model import ModelSpec
+from swapd.config.model import Config, ModelSpec
 from swapd.core.state import ModelState
 from swapd.obs.hub import Observer
 from swapd.process.supervisor import ModelProcess
@@ -34,7 +34,7 @@ class ModelProcessLike(Protocol):
 ProcessFactory = Callable[[ModelSpec, float, Callable[[int, str], None]], ModelProcessLike]
 
 
-def make_process_factory(obs: Observer | None) -> ProcessFactory:
+def make_process_factory(config: Config, obs: Observer | None) -> ProcessFactory:
     # Children's output goes straight to the log hub (/logs, the UI), not through logging.
     sink = obs.logs.model_line if obs is not None else None
 
@@ -42,7 +42,12 @@ def make_process_factory(obs: Observer | None) -> ProcessFactory:
         spec: ModelSpec, start_timeout_s: float, on_exit: Callable[[int, str], None]
     ) -> ModelProcessLike:
         return ModelProcess(
-            spec, start_timeout_s=start_timeout_s, on_unexpected_exit=on_exit, on_output=sink
+            spec,
+            start_timeout_s=start_timeout_s,
+            on_unexpected_exit=on_exit,
+            on_output=sink,
+            liveness_interval_s=config.liveness_interval_s,
+            liveness_timeout_s=config.liveness_timeout_s,
         )
 
     return make

@@ -84,3 +84,25 @@ async def test_crash_looping_model_backs_off_and_an_operator_reset_retries_it(
         status, body = await call("POST", "/v1/chat/completions", chat)
         assert status == 503
         assert "next attempt" not in body["error"]["message"]  # tried again at once
+
+
+async def test_hung_llama_server_is_killed_and_the_next_request_restarts_it(
+    tmp_path: Path, llama_server_bin: Path, tiny_models: Path
+) -> None:
+    cmd = " ".join(llama_server_cmd(llama_server_bin, tiny_models / "tiny-a.gguf"))
+    config = write_config(
+        tmp_path, f"  tiny:\n    cmd: {cmd}\n", livenessInterval=0.1, livenessTimeout=0.2
+    )
+    chat = {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    async with running_swapd(config, NullMonitor()) as (_, call):  # type: ignore[arg-type]
+        assert (await call("POST", "/v1/chat/completions", chat))[0] == 200
+        (pid,) = _llama_servers()
+        os.kill(pid, signal.SIGSTOP)  # alive, answering nothing: hung
+        async with asyncio.timeout(10):
+            while await _state(call) == "ready":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        (entry,) = (await call("GET", "/v1/models"))[1]["data"]
+        assert entry["meta"]["swapd"]["state"] == "failed"
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert (await call("POST", "/v1/chat/completions", chat))[0] == 200
+        assert _llama_servers() != [pid]
