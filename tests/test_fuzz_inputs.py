@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -89,3 +90,11 @@ def test_any_request_body_yields_a_model_or_a_4xx(
     else:
         assert isinstance(found.name, str)
     assert status == 200 or 400 <= status < 500
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_json_nested_too_deeply_is_a_400_not_a_crash(content_type: str) -> None:
+    body = b'{"model": "m", "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    with pytest.raises(SwapdHttpError) as info:
+        find_model(content_type, content_type, body, None)
+    assert info.value.status == 400

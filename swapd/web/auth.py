@@ -193,7 +193,7 @@ async def _login_key(request: web.Request) -> bytes:
     body = await request.read()
     try:
         payload: Any = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):
         payload = None
     key = payload.get("key") if isinstance(payload, dict) else None
     if not isinstance(key, str):

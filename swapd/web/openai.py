@@ -161,6 +161,8 @@ def _json_object(body: bytes, *, strict: bool) -> dict[str, Any] | None:
         if not strict:
             return None
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is JSON nested too deeply") from None
     if isinstance(obj, dict):
         return obj
     if not strict:

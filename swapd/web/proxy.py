@@ -294,7 +294,7 @@ async def _upstream_refused(
     if media == "application/json" or media.endswith("+json"):
         try:
             error = json.loads(payload).get("error")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             error = None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         message = error["message"]

@@ -100,7 +100,7 @@ def _error_message(payload: bytes) -> str | None:
     """The message of an upstream's JSON error body (OpenAI's shape, or a bare message)."""
     try:
         body = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(body, dict):
         return None
