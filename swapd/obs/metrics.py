@@ -29,30 +29,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from swapd.core.endpoints import MODEL_ENDPOINTS
 from swapd.core.state import ModelSnapshot, ModelState
 from swapd.obs.activity import RequestRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-ENDPOINTS = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/rerank",
-    "/v1/reranking",
-    "/rerank",
-    "/reranking",
-    "/v1/audio/transcriptions",
-    "/v1/audio/speech",
-    "/v1/images/generations",
-    "/v1/messages",
-    "/v1/messages/count_tokens",
-    "/completion",
-    "/infill",
-)
-"""The endpoint label's values besides "/upstream" and "other": swapd.web.server's
-DISPATCHED_PATHS (a test keeps the two equal; obs may not import web)."""
+ENDPOINTS = MODEL_ENDPOINTS
+"""The endpoint label's values besides "/upstream" and "other"."""
 UPSTREAM_LABEL = "/upstream"
 OTHER_LABEL = "other"
 

@@ -17,6 +17,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from swapd.config.model import Config
+from swapd.core.endpoints import MODEL_ENDPOINTS
 from swapd.errors import MethodNotAllowed, PayloadTooLarge, SwapdHttpError, UpstreamError
 from swapd.obs.hub import Observer
 from swapd.web import admin, auth, observe, streams, ui
@@ -30,23 +31,7 @@ from swapd.web.tally import Tally, report
 
 log = logging.getLogger(__name__)
 
-DISPATCHED_PATHS = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/rerank",
-    "/v1/reranking",
-    "/rerank",
-    "/reranking",
-    "/v1/audio/transcriptions",
-    "/v1/audio/speech",
-    "/v1/images/generations",
-    "/v1/messages",
-    "/v1/messages/count_tokens",
-    "/completion",
-    "/infill",
-)
+DISPATCHED_PATHS = MODEL_ENDPOINTS
 _UPSTREAM_PREFIX = "/upstream/"
 _NO_DROP: frozenset[str] = frozenset()
 
