@@ -171,20 +171,10 @@ async def _relay(
         log.debug("model=%s client left during a streamed response", lease.model)
         tally.client_left()
         return out
-    log.warning(
-        "model=%s upstream=%s broke off a streamed response after %d bytes: %s",
-        lease.model,
-        lease.upstream,
-        out.body_length,
-        broke,
-    )
-    message = f"model {lease.model!r}: its server broke off the response: {broke}"
     if sse:
-        # An event stream can still end well-formed: clients see an error event, then [DONE].
-        tally.fail(502, message)
-        await end_with_error(out, tally, UpstreamError(message).body(), mid_event=True)
+        await _end_broken_event_stream(out, lease, tally, broke)
         return out
-    tally.error = message
+    tally.error = _broke_off(out, lease, broke)
     _abort(request)
     return out
 
@@ -200,17 +190,7 @@ async def _pump(
     Raises ConnectionError when the client is gone. Each chunk goes to the client first and
     to the token sniffer after.
     """
-    try:
-        chunk = await upstream.read()
-    except UpstreamBroke as exc:
-        return exc
-    if not chunk:
-        return None
-    await out.write(chunk)
-    tally.first_byte = time.monotonic()
     while True:
-        if sniffer is not None:
-            sniffer.feed(chunk)
         try:
             chunk = await upstream.read()
         except UpstreamBroke as exc:
@@ -218,6 +198,10 @@ async def _pump(
         if not chunk:
             return None
         await out.write(chunk)
+        if tally.first_byte is None:
+            tally.first_byte = time.monotonic()
+        if sniffer is not None:
+            sniffer.feed(chunk)
 
 
 async def forward_into(
@@ -256,16 +240,7 @@ async def forward_into(
         if broke is None:
             await out.write_eof()
             return
-        log.warning(
-            "model=%s upstream=%s broke off a streamed response after %d bytes: %s",
-            lease.model,
-            lease.upstream,
-            out.body_length,
-            broke,
-        )
-        message = f"model {lease.model!r}: its server broke off the response: {broke}"
-        tally.fail(502, message)
-        await end_with_error(out, tally, UpstreamError(message).body(), mid_event=True)
+        await _end_broken_event_stream(out, lease, tally, broke)
     except ConnectionError:
         log.debug("model=%s client left during a streamed response", lease.model)
         tally.client_left()
@@ -326,6 +301,27 @@ async def end_with_error(
         await out.write_eof()
     except ConnectionError:
         tally.client_left()
+
+
+def _broke_off(out: web.StreamResponse, lease: Lease, broke: UpstreamBroke) -> str:
+    """Log a response its upstream broke off; the message for the client and the record."""
+    log.warning(
+        "model=%s upstream=%s broke off a streamed response after %d bytes: %s",
+        lease.model,
+        lease.upstream,
+        out.body_length,
+        broke,
+    )
+    return f"model {lease.model!r}: its server broke off the response: {broke}"
+
+
+async def _end_broken_event_stream(
+    out: web.StreamResponse, lease: Lease, tally: Tally, broke: UpstreamBroke
+) -> None:
+    # An event stream can still end well-formed: clients see an error event, then [DONE].
+    message = _broke_off(out, lease, broke)
+    tally.fail(502, message)
+    await end_with_error(out, tally, UpstreamError(message).body(), mid_event=True)
 
 
 def _abort(request: web.Request) -> None:
