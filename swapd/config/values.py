@@ -23,6 +23,14 @@ def _unresolved(value: Any) -> str | None:
     return None
 
 
+def _wrong_type(report: Report, where: KeyPath, value: object, expected: str) -> None:
+    ref = _unresolved(value)
+    if ref is not None:
+        report.problem(where, f"unknown macro '{ref}'")
+    else:
+        report.problem(where, f"expected {expected}, got {value!r} after macro expansion")
+
+
 def get_int(
     report: Report,
     mapping: Mapping[str, Any],
@@ -38,11 +46,7 @@ def get_int(
         return default
     value = mapping[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        ref = _unresolved(value)
-        if ref is not None:
-            report.problem(where, f"unknown macro '{ref}'")
-        else:
-            report.problem(where, f"expected an integer, got {value!r} after macro expansion")
+        _wrong_type(report, where, value, "an integer")
         return default
     if value < minimum:
         report.problem(where, f"must be at least {minimum}, got {value}")
@@ -67,11 +71,7 @@ def get_float(
         return default
     value = mapping[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        ref = _unresolved(value)
-        if ref is not None:
-            report.problem(where, f"unknown macro '{ref}'")
-        else:
-            report.problem(where, f"expected a number, got {value!r} after macro expansion")
+        _wrong_type(report, where, value, "a number")
         return default
     if value < minimum:
         report.problem(where, f"must be at least {minimum}, got {value}")
@@ -125,11 +125,7 @@ def get_bool(
         return default
     value = mapping[key]
     if not isinstance(value, bool):
-        ref = _unresolved(value)
-        if ref is not None:
-            report.problem(where, f"unknown macro '{ref}'")
-        else:
-            report.problem(where, f"expected true or false, got {value!r} after macro expansion")
+        _wrong_type(report, where, value, "true or false")
         return default
     return value
 
